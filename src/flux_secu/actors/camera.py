@@ -1,0 +1,181 @@
+"""CameraActor: one per camera. Decode, sample to detect_fps, motion-gate, letterbox, hand over.
+
+At most ``max_in_flight`` frames are in the pool at once. Live, a frame that finds no free slot
+waits in a single pending slot where the next sampled frame replaces it (newest wins, the older one
+is counted as dropped). In replay (``realtime=False``) the camera waits for a slot instead, so an
+evaluation sees every sampled frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import ray
+import structlog
+
+from flux_secu.config import CameraConfig
+from flux_secu.detect.letterbox import LetterboxSpec, letterbox
+from flux_secu.logs import configure_from_env
+from flux_secu.redact import redact_url
+from flux_secu.video.frame import CameraFrame, FrameMeta
+from flux_secu.video.motion import MotionGate
+from flux_secu.video.sampling import FrameSampler
+from flux_secu.video.slot import NewestWins
+from flux_secu.video.source import SourceError, VideoSource
+
+log = structlog.get_logger("flux_secu.camera")
+
+MAX_IN_FLIGHT = 2
+STALE_AFTER_S = 1.0
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+
+
+@dataclass
+class CameraCounters:
+    frames_read: int = 0
+    frames_sampled: int = 0
+    frames_gated: int = 0
+    frames_sent: int = 0
+    frames_done: int = 0
+    frames_lost: int = 0
+    reconnects: int = 0
+    loops: int = 0
+
+
+@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=0)
+class CameraActor:
+    def __init__(
+        self,
+        site: str,
+        camera: CameraConfig,
+        spec: LetterboxSpec,
+        pool: Any,
+        *,
+        realtime: bool = True,
+        clock_start: datetime | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        configure_from_env()
+        self.site, self.config, self.spec, self.pool = site, camera, spec, pool
+        self.realtime = realtime
+        # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
+        self.clock_start = clock_start.timestamp() if clock_start is not None else None
+        self.max_in_flight = max_in_flight
+        self.counters = CameraCounters()
+        self._stop = threading.Event()
+        self._in_flight: list[ray.ObjectRef] = []
+        self._slot: NewestWins[tuple[FrameMeta, npt.NDArray[np.uint8]]] = NewestWins(max_in_flight)
+        self._seq = 0
+        self.log = log.bind(site=site, camera=camera.id)
+
+    def stats(self) -> dict[str, Any]:
+        return {"camera": self.config.id, "site": self.site, **self.counters.__dict__,
+                "drops": self._slot.drops, "in_flight": len(self._in_flight)}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> dict[str, Any]:
+        """Read the source until stopped (live) or until the end of the file (replay)."""
+        backoff = RECONNECT_MIN_S
+        sampler = FrameSampler(self.config.detect_fps)
+        gate = MotionGate(self.config.motion)
+        while not self._stop.is_set():
+            try:
+                source = VideoSource(self.config.source, loop=self.config.loop and self.realtime,
+                                     realtime=self.realtime)
+            except SourceError as exc:
+                self.log.error("camera_open_failed", error=str(exc), retry_in_s=round(backoff, 1))
+                self.counters.reconnects += 1
+                self._stop.wait(backoff * (0.8 + 0.4 * np.random.random()))
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                continue
+            self.log.info("camera_started", source=redact_url(self.config.source), fps=source.fps,
+                          realtime=self.realtime)
+            try:
+                finished = self._read(source, sampler, gate)
+                backoff = RECONNECT_MIN_S
+            except SourceError as exc:
+                self.log.error("camera_read_failed", error=str(exc))
+                finished = False
+                self.counters.reconnects += 1
+            finally:
+                source.close()
+            if finished:
+                break
+        self._drain()
+        return self.stats()
+
+    def _read(self, source: VideoSource, sampler: FrameSampler, gate: MotionGate) -> bool:
+        """True at the end of a non-looping file."""
+        while not self._stop.is_set():
+            grabbed = source.grab()
+            if grabbed is None:
+                return True
+            self.counters.frames_read += 1
+            self.counters.loops = grabbed.loop
+            self._reap()
+            if not sampler.take(grabbed.pos_s):
+                continue
+            self.counters.frames_sampled += 1
+            capture_ts = (self.clock_start + grabbed.pos_s) if self.clock_start is not None else time.time()
+            image = source.retrieve()
+            decision = gate.check(image, capture_ts)
+            if not decision.analyse:
+                self.counters.frames_gated += 1
+                continue
+            canvas, geometry = letterbox(image, self.spec)
+            meta = FrameMeta(
+                site=self.site, camera=self.config.id, seq=self._seq, capture_ts=capture_ts,
+                clip_time_s=grabbed.pos_s, geometry=geometry, sent_wall_ts=0.0, motion=decision.reason,
+            )
+            self._seq += 1
+            self._offer(meta, canvas)
+        return False
+
+    def _offer(self, meta: FrameMeta, canvas: npt.NDArray[np.uint8]) -> None:
+        if not self.realtime:
+            while len(self._in_flight) >= self.max_in_flight:
+                ray.wait(self._in_flight, num_returns=1)
+                self._reap()
+        self._slot.offer((meta, canvas))
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        self._slot.in_flight = len(self._in_flight)
+        item = self._slot.take()
+        if item is None:
+            return
+        meta, canvas = item
+        if self.realtime and self.clock_start is None and time.time() - meta.capture_ts > STALE_AFTER_S:
+            self._slot.drops += 1  # waited too long for a slot: stale, worth nothing
+            return
+        self._send(meta, canvas)
+
+    def _send(self, meta: FrameMeta, canvas: npt.NDArray[np.uint8]) -> None:
+        frame = CameraFrame(replace(meta, sent_wall_ts=time.time()), ray.put(canvas))
+        self._in_flight.append(self.pool.submit.remote(frame))
+        self.counters.frames_sent += 1
+
+    def _reap(self) -> None:
+        if self._in_flight:
+            done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                    self.counters.frames_done += 1
+                except Exception as exc:  # the inference actor crashed: this frame is lost
+                    self.counters.frames_lost += 1
+                    self.log.warning("frame_lost", error=type(exc).__name__)
+        self._flush_pending()
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=5.0)
+            self._reap()

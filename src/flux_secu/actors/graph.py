@@ -1,0 +1,94 @@
+"""Build the actor graph from a config: cameras -> pool -> rules -> speakers / escalations / store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ray
+
+from flux_secu.actors.alerting import EscalationActor, SpeakerActor
+from flux_secu.actors.camera import CameraActor
+from flux_secu.actors.inference import InferencePool
+from flux_secu.actors.rules import RulesActor
+from flux_secu.config import CameraConfig, Config
+from flux_secu.detect.model import letterbox_spec
+
+
+def init_local_ray(num_cpus: int | None = None, object_store_mib: int = 512) -> None:
+    """Start an embedded single-node Ray that listens on loopback only."""
+    # Without this, Ray binds its listeners to the machine's network address.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or os.cpu_count() or 2,
+        object_store_memory=object_store_mib * 2**20,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+@dataclass
+class Deployment:
+    config: Config
+    speakers: dict[str, Any] = field(default_factory=dict)
+    escalations: dict[str, Any] = field(default_factory=dict)
+    rules: Any = None
+    pool: Any = None
+    cameras: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, ray.ObjectRef] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: Config) -> Deployment:
+        """Create every actor except the cameras, and wait until they are ready."""
+        config.var_dir.mkdir(parents=True, exist_ok=True)
+        dep = cls(config)
+        for site in config.sites:
+            if site.speakers:
+                dep.speakers[site.id] = SpeakerActor.remote(site, config.store, config.var_dir)  # type: ignore[attr-defined]
+            dep.escalations[site.id] = EscalationActor.remote(  # type: ignore[attr-defined]
+                site, config.store, config.var_dir, config.timezone
+            )
+        dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
+        dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
+        ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])
+        # Speech is synthesised in the speaker actors' constructors; surface its errors now.
+        ray.get([s.ready.remote() for s in [*dep.speakers.values(), *dep.escalations.values()]])
+        return dep
+
+    def add_camera(
+        self,
+        site_id: str,
+        camera: CameraConfig,
+        *,
+        realtime: bool = True,
+        clock_start: datetime | None = None,
+    ) -> Any:
+        actor = CameraActor.remote(  # type: ignore[attr-defined]
+            site_id, camera, letterbox_spec(self.config.model), self.pool,
+            realtime=realtime, clock_start=clock_start,
+        )
+        self.cameras[camera.id] = actor
+        self.runs[camera.id] = actor.run.remote()
+        return actor
+
+    def start_all_cameras(self) -> None:
+        for site in self.config.sites:
+            for camera in site.cameras:
+                self.add_camera(site.id, camera)
+
+    def camera_stats(self) -> list[dict[str, Any]]:
+        return ray.get([c.stats.remote() for c in self.cameras.values()])
+
+    def stop(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Stop the cameras, let in-flight frames finish, and wait for alerts already handed out."""
+        for camera in self.cameras.values():
+            camera.stop.remote()
+        ready, _ = ray.wait(list(self.runs.values()), num_returns=len(self.runs), timeout=timeout_s)
+        stats = ray.get(ready)
+        if self.rules is not None:
+            ray.get(self.rules.flush.remote(), timeout=timeout_s)
+        return stats

@@ -1,0 +1,336 @@
+"""Configuration: one YAML file, validated by pydantic, with errors that name the field.
+
+Rules the loader enforces:
+- unknown fields are errors (a typo must not silently disable a rule);
+- ``${ENV_VAR}`` anywhere in a string is replaced from the environment before validation, so secrets
+  (camera passwords, notification tokens) never sit in the file; a missing variable is an error naming
+  the field that referenced it;
+- relative paths are relative to the directory of the config file, not to the current directory;
+- files that must exist (the model, file camera sources) are checked at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+DEFAULT_WARNING_FR = (
+    "Attention. Vous êtes sur un site fermé et placé sous vidéosurveillance. "
+    "Quittez les lieux immédiatement. Les services de sécurité sont prévenus."
+)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``str()`` is one line naming the field and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return Path(os.path.normpath(value))
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve(value, info)
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+def is_url(source: str) -> bool:
+    return bool(_URL.match(source))
+
+
+class TimeRange(_Strict):
+    """An opening interval within one day, written ``"08:30-12:00"`` in the YAML file."""
+
+    start: time
+    end: time
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", value)
+            if not match:
+                raise ValueError(f"expected 'HH:MM-HH:MM', got {value!r}")
+            h1, m1, h2, m2 = (int(g) for g in match.groups())
+            if h2 == 24 and m2 == 0:
+                h2, m2 = 23, 59
+            try:
+                return {"start": time(h1, m1), "end": time(h2, m2)}
+            except ValueError as exc:
+                raise ValueError(f"invalid time in {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.end <= self.start:
+            raise ValueError("end must be after start (split a range that crosses midnight in two)")
+        return self
+
+
+class OpeningHours(_Strict):
+    """Weekly opening hours; a day left out is closed all day."""
+
+    mon: list[TimeRange] = []
+    tue: list[TimeRange] = []
+    wed: list[TimeRange] = []
+    thu: list[TimeRange] = []
+    fri: list[TimeRange] = []
+    sat: list[TimeRange] = []
+    sun: list[TimeRange] = []
+
+    def for_weekday(self, weekday: int) -> list[TimeRange]:
+        """Ranges for ``date.weekday()`` (0 = Monday)."""
+        ranges: list[TimeRange] = getattr(self, WEEKDAYS[weekday])
+        return ranges
+
+
+class ModelConfig(_Strict):
+    path: Path
+    kind: Literal["yolox"] = "yolox"
+    input_size: int = Field(416, ge=32, le=2048)
+    labels: Path | None = None
+    score_threshold: float = Field(0.3, gt=0, lt=1)
+    nms_iou: float = Field(0.45, gt=0, le=1)
+    intra_op_threads: int = Field(1, ge=1, le=64)
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        return _existing_file(value, info)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _existing_file(value, info)
+
+
+class InferenceConfig(_Strict):
+    actors: int = Field(1, ge=1, le=256)
+    max_batch: int = Field(4, ge=1, le=256)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+
+
+class StoreConfig(_Strict):
+    kind: Literal["sqlite"] = "sqlite"
+    path: Path = Path("var/flux-secu.db")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class RulesConfig(_Strict):
+    person_label: str = "person"
+    min_score: float = Field(0.4, gt=0, lt=1)
+    confirm_hits: int = Field(3, ge=1, le=100)
+    confirm_window: int = Field(5, ge=1, le=100)
+    clear_after_s: float = Field(3.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _hits_fit_window(self) -> RulesConfig:
+        if self.confirm_hits > self.confirm_window:
+            raise ValueError("confirm_hits must not exceed confirm_window")
+        return self
+
+
+class MotionConfig(_Strict):
+    enabled: bool = True
+    width: int = Field(160, ge=32, le=1920)
+    pixel_threshold: int = Field(18, ge=1, le=255)
+    min_area: float = Field(0.0015, gt=0, lt=1)
+    recalibrate_area: float = Field(0.6, gt=0, le=1)
+    hold_s: float = Field(2.0, ge=0, le=60)
+    heartbeat_s: float = Field(2.0, gt=0, le=600)
+
+
+class CameraConfig(_Strict):
+    id: Identifier
+    name: str = ""
+    source: str
+    detect_fps: float = Field(5.0, gt=0, le=60)
+    loop: bool = True
+    motion: MotionConfig = MotionConfig()
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str, info: ValidationInfo) -> str:
+        if is_url(value):
+            return value
+        return str(_existing_file(Path(value), info))
+
+
+class SpeakerConfig(_Strict):
+    id: Identifier
+    driver: Literal["file"] = "file"
+    message: str = DEFAULT_WARNING_FR
+    voice: str = "fr"
+    repeat: int = Field(1, ge=1, le=10)
+
+
+class ContactConfig(_Strict):
+    name: str
+    channels: list[str] = Field(min_length=1)
+
+
+class EscalationConfig(_Strict):
+    contacts: list[ContactConfig] = Field(min_length=1)
+    ack_timeout_s: float = Field(300.0, gt=0)
+
+
+class SiteConfig(_Strict):
+    id: Identifier
+    name: str
+    timezone: str | None = None
+    opening_hours: OpeningHours = OpeningHours()
+    holidays: list[date] = []
+    cameras: list[CameraConfig] = Field(min_length=1)
+    speakers: list[SpeakerConfig] = []
+    escalation: EscalationConfig
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return value
+
+
+class Config(_Strict):
+    timezone: str = "Europe/Paris"
+    var_dir: Path = Path("var")
+    model: ModelConfig
+    inference: InferenceConfig = InferenceConfig()
+    store: StoreConfig = StoreConfig()
+    rules: RulesConfig = RulesConfig()
+    sites: list[SiteConfig] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @field_validator("var_dir")
+    @classmethod
+    def _var_relative(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        for kind, ids in (
+            ("site", [s.id for s in self.sites]),
+            ("camera", [c.id for s in self.sites for c in s.cameras]),
+        ):
+            seen: set[str] = set()
+            for ident in ids:
+                if ident in seen:
+                    raise ValueError(f"duplicate {kind} id {ident!r}")
+                seen.add(ident)
+        return self
+
+    def site_timezone(self, site: SiteConfig) -> ZoneInfo:
+        return ZoneInfo(site.timezone or self.timezone)
+
+    def camera(self, camera_id: str) -> tuple[SiteConfig, CameraConfig]:
+        for site in self.sites:
+            for camera in site.cameras:
+                if camera.id == camera_id:
+                    return site, camera
+        known = ", ".join(c.id for s in self.sites for c in s.cameras)
+        raise KeyError(f"unknown camera {camera_id!r} (known: {known})")
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _expand_env(node: Any, loc: tuple[int | str, ...]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, (*loc, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, (*loc, i)) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{_format_loc(loc)}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(substitute, node)
+    return node
+
+
+def parse_config(data: Any, base_dir: Path) -> Config:
+    """Validate an already-parsed YAML document; relative paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): expected a mapping of settings")
+    expanded = _expand_env(data, ())
+    try:
+        return Config.model_validate(expanded, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                reason = "unknown field"
+            parts.append(f"{_format_loc(tuple(err['loc']))}: {reason}")
+        raise ConfigError("; ".join(parts)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"(file) {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"(yaml) {where}: {problem}") from None
+    return parse_config(data, path.resolve().parent)

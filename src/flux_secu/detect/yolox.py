@@ -1,0 +1,74 @@
+"""YOLOX adapter: pre-processing and decoding of the raw grid output (see shared assets README).
+
+Input: float32 [B,3,S,S], BGR, 0-255, letterboxed top-left on a canvas of 114.
+Output: [B, A, 5+C] with A anchors over strides 8, 16, 32 (row-major) and rows
+``[tx, ty, tw, th, obj, p0..pC-1]``; obj and p are already sigmoided.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from flux_secu.detect.detections import Detections
+from flux_secu.detect.letterbox import Letterbox, LetterboxSpec, unletterbox
+from flux_secu.detect.nms import batched_nms
+
+STRIDES = (8, 16, 32)
+
+
+def letterbox_spec(size: int) -> LetterboxSpec:
+    return LetterboxSpec(size=size, pad_value=114, centred=False)
+
+
+def preprocess(canvases: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+    """HWC uint8 canvases -> NCHW float32 batch (no normalisation: YOLOX takes 0-255)."""
+    batch = np.stack(canvases).astype(np.float32)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    cells, strides = [], []
+    for s in STRIDES:
+        n = size // s
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        strides.append(np.full((n * n, 1), s))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def decode(
+    output: npt.NDArray[np.float32],
+    geometry: Letterbox,
+    size: int,
+    score_threshold: float,
+    nms_iou: float,
+    class_groups: npt.NDArray[np.int32] | None = None,
+) -> Detections:
+    """Decode one image's rows ``[A, 5+C]`` into detections in original-frame pixels.
+
+    ``class_groups`` maps class id -> NMS group (class-agnostic NMS inside a group such as
+    "vehicle"); by default each class is its own group.
+    """
+    grid, stride = _grid(size)
+    if output.shape[0] != len(grid):
+        raise ValueError(f"expected {len(grid)} anchors for input {size}, got {output.shape[0]}")
+    class_scores = output[:, 5:] * output[:, 4:5]
+    class_id = class_scores.argmax(axis=1)
+    score = class_scores[np.arange(len(class_id)), class_id]
+    keep = score >= score_threshold
+    if not keep.any():
+        return Detections.empty()
+    rows, g, s = output[keep], grid[keep], stride[keep]
+    cxcy = (rows[:, 0:2] + g) * s
+    wh = np.exp(rows[:, 2:4]) * s
+    xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
+    xyxy = unletterbox(xyxy, geometry)
+    score = score[keep].astype(np.float32)
+    class_id = class_id[keep].astype(np.int32)
+    groups = class_id if class_groups is None else class_groups[class_id]
+    kept = batched_nms(xyxy, score, groups, nms_iou)
+    return Detections(xyxy[kept], score[kept], class_id[kept])

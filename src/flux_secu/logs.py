@@ -1,0 +1,32 @@
+"""structlog set-up: console lines for a person at a terminal, JSON lines for machines."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
+    os.environ["FLUX_SECU_LOG_JSON"] = "1" if json_lines else "0"
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def configure_from_env() -> None:
+    """For actor processes: follow the driver's choice, passed down in the environment."""
+    configure(json_lines=os.environ.get("FLUX_SECU_LOG_JSON") == "1")

@@ -1,0 +1,34 @@
+"""Site calendar: is the site open at a given instant, in the site's own timezone?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from flux_secu.config import OpeningHours
+
+
+@dataclass(frozen=True)
+class SiteCalendar:
+    """Weekly opening hours and holidays (closed all day), evaluated in ``timezone``.
+
+    Instants are timezone-aware datetimes; converting them to the site's zone first is what makes
+    daylight-saving changes come out right (opening at 08:30 local stays 08:30 local).
+    """
+
+    opening_hours: OpeningHours
+    holidays: frozenset[date]
+    timezone: ZoneInfo
+
+    def is_open(self, at: datetime) -> bool:
+        if at.tzinfo is None:
+            raise ValueError("the calendar needs a timezone-aware instant")
+        local = at.astimezone(self.timezone)
+        if local.date() in self.holidays:
+            return False
+        now = local.time().replace(tzinfo=None)
+        return any(r.start <= now < r.end for r in self.opening_hours.for_weekday(local.weekday()))
+
+    def is_closed(self, at: datetime) -> bool:
+        return not self.is_open(at)

@@ -1,0 +1,50 @@
+"""The store interface: incidents and the events of their timelines.
+
+Every write is idempotent: an incident is keyed by its id, an event by ``(incident_id, key)``.
+Replaying a step after an actor restart therefore changes nothing and returns ``False``, which is
+what callers use to avoid announcing anything twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flux_secu.rules.incident import Incident, IncidentState
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    incident_id: str
+    kind: str
+    ts: float
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIncident:
+    incident: Incident
+    state: IncidentState
+
+
+class Store(Protocol):
+    def open_incident(self, incident: Incident) -> bool:
+        """Insert the incident in state ``open``; False when it already exists."""
+        ...
+
+    def record_event(
+        self, incident_id: str, kind: str, ts: float, data: dict[str, Any], key: str | None = None
+    ) -> bool:
+        """Append an event to the incident's timeline; False when ``key`` (default ``kind``) exists."""
+        ...
+
+    def has_event(self, incident_id: str, key: str) -> bool: ...
+
+    def set_state(self, incident_id: str, state: IncidentState) -> None: ...
+
+    def incidents(self) -> list[StoredIncident]: ...
+
+    def events(self, incident_id: str | None = None, after_seq: int = 0) -> list[StoredEvent]: ...
+
+    def close(self) -> None: ...

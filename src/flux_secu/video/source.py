@@ -1,0 +1,107 @@
+"""Video sources: open a file or a stream, pace a file in real time, loop it, reopen on failure.
+
+OpenCV (FFmpeg inside) reads files, RTSP and HTTP alike. ``grab()`` decodes; the colour conversion
+is paid only for frames that ``retrieve()`` keeps, which is what sampling to detect_fps saves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from flux_secu.config import is_url
+from flux_secu.redact import redact_url
+
+
+class SourceError(Exception):
+    """The source cannot be opened or read; the message never contains credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grabbed:
+    """A decoded frame waiting to be retrieved: its position in the source and its loop number."""
+
+    pos_s: float
+    loop: int
+
+
+class VideoSource:
+    """A file (optionally looped, optionally paced in real time) or a live URL.
+
+    ``realtime=True`` paces a file at its own frame rate, as a camera would deliver it;
+    ``realtime=False`` reads as fast as the machine allows (evaluation).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        loop: bool = False,
+        realtime: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.is_live = is_url(source)
+        self.loop = loop and not self.is_live
+        self.realtime = realtime and not self.is_live
+        self._sleep, self._monotonic = sleep, monotonic
+        self._cap: cv2.VideoCapture | None = None
+        self._loop_index = 0
+        self._index = 0
+        self._start_mono = 0.0
+        self.fps = 0.0
+        self.open()
+
+    @property
+    def name(self) -> str:
+        return redact_url(self.source)
+
+    def open(self) -> None:
+        self.close()
+        cap = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open video source {self.name}")
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 240 else 25.0
+        self._index = 0
+        self._start_mono = self._monotonic()
+
+    def grab(self) -> Grabbed | None:
+        """Decode the next frame; None at the end of a non-looping file."""
+        if self._cap is None:
+            raise SourceError(f"video source {self.name} is closed")
+        if not self._cap.grab():
+            if self.is_live:
+                raise SourceError(f"video source {self.name} stopped sending frames")
+            if not self.loop:
+                return None
+            self._loop_index += 1
+            self.open()
+            if not self._cap.grab():
+                raise SourceError(f"video file {self.name} has no readable frame")
+        pos_s = self._index / self.fps
+        self._index += 1
+        if self.realtime:
+            delay = self._start_mono + pos_s - self._monotonic()
+            if delay > 0:
+                self._sleep(delay)
+        return Grabbed(pos_s=pos_s, loop=self._loop_index)
+
+    def retrieve(self) -> npt.NDArray[np.uint8]:
+        assert self._cap is not None
+        ok, frame = self._cap.retrieve()
+        if not ok or frame is None:
+            raise SourceError(f"video source {self.name}: cannot convert the decoded frame")
+        return np.asarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

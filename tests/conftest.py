@@ -1,0 +1,77 @@
+"""Shared test set-up: loopback-only Ray, paths to the shared assets, a session-wide Ray."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Pinned before Ray is imported anywhere: every Ray listener on 127.0.0.1, predictable auth.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+MODEL = ASSETS / "models" / "yolox_nano.onnx"
+LABELS = ASSETS / "models" / "coco80_labels.txt"
+LOWLIGHT_CLIP = ASSETS / "videos" / "synthetic_lowlight_one-by-one-person_f0-239.mp4"
+ONE_BY_ONE_CLIP = ASSETS / "videos" / "one-by-one-person-detection.mp4"
+FLUX_SECU = ROOT / ".venv" / "bin" / "flux-secu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not MODEL.is_file():
+        raise pytest.UsageError(f"shared assets not found at {ASSETS} (../shared beside the repository)")
+
+
+def site_yaml(*, opening_hours: str = "{}", camera_source: Path = LOWLIGHT_CLIP, var_dir: str = "var",
+              extra_site: str = "") -> str:
+    """A one-site, one-camera config with file speakers, written for tests."""
+    return f"""
+timezone: Europe/Paris
+var_dir: {var_dir}
+model:
+  path: {MODEL}
+  labels: {LABELS}
+  score_threshold: 0.25
+store:
+  path: {var_dir}/flux-secu.db
+rules:
+  min_score: 0.25
+sites:
+  - id: site-test
+    name: Site de test
+    opening_hours: {opening_hours}
+    cameras:
+      - id: cam-test
+        source: {camera_source}
+        detect_fps: 5
+    speakers:
+      - id: hp-test
+    escalation:
+      contacts:
+        - name: Astreinte
+          channels: ["json://127.0.0.1:9/${{NOTIFY_TOKEN_FOR_TESTS}}"]
+{extra_site}"""
+
+
+@pytest.fixture()
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NOTIFY_TOKEN_FOR_TESTS", "s3cr3t-token")
+    path = tmp_path / "flux.yaml"
+    path.write_text(site_yaml(opening_hours='{mon: ["08:30-18:00"], tue: ["08:30-18:00"], '
+                                            'wed: ["08:30-12:00", "13:30-18:00"]}'))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    from flux_secu.actors.graph import init_local_ray
+
+    init_local_ray(num_cpus=2, object_store_mib=300)
+    yield
+    ray.shutdown()
