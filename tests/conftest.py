@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from flux_secu.config import Config, parse_config
 
 # Pinned before Ray is imported anywhere: every Ray listener on 127.0.0.1, predictable auth.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -75,3 +79,12 @@ def ray_session() -> Iterator[None]:
     init_local_ray(num_cpus=2, object_store_mib=300)
     yield
     ray.shutdown()
+
+
+def build_config(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Config:
+    """The test config as a validated :class:`Config`, after ``edit`` changed its raw YAML data."""
+    os.environ.setdefault("NOTIFY_TOKEN_FOR_TESTS", "s3cr3t-token")
+    data = yaml.safe_load(site_yaml())
+    if edit is not None:
+        edit(data)
+    return parse_config(data, tmp_path)

@@ -30,13 +30,14 @@ def test_valid_config_resolves_paths_and_secrets(config_file: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "field", "reason"),
     [
-        ("detect_fps: 5", "detect_fps: 5\n        fps_typo: 3", "sites[0].cameras[0].fps_typo", "unknown field"),
+        ("detect_fps: 5", "detect_fps: 5\n        fps_typo: 3", "sites[0].cameras[0].fps_typo",
+         "unknown field"),
         ("detect_fps: 5", "detect_fps: fast", "sites[0].cameras[0].detect_fps", "valid number"),
         ("yolox_nano.onnx", "missing_model.onnx", "model.path", "file not found"),
         ('wed: ["08:30-12:00"', 'wed: ["8h30-12:00"', "sites[0].opening_hours.wed[0]", "HH:MM-HH:MM"),
         ("timezone: Europe/Paris", "timezone: Europe/Lyon", "timezone", "unknown timezone"),
-        ("${NOTIFY_TOKEN_FOR_TESTS}", "${UNSET_SECRET_FOR_TESTS}", "sites[0].escalation.contacts[0].channels[0]",
-         "UNSET_SECRET_FOR_TESTS is not set"),
+        ("${NOTIFY_TOKEN_FOR_TESTS}", "${UNSET_SECRET_FOR_TESTS}",
+         "sites[0].escalation.contacts[0].channels[0]", "UNSET_SECRET_FOR_TESTS is not set"),
     ],
 )
 def test_bad_config_exits_2_naming_field_and_reason(

@@ -7,7 +7,7 @@ import pytest
 from flux_secu.config import ModelConfig
 from flux_secu.detect import yolox
 from flux_secu.detect.letterbox import LetterboxSpec, letterbox, unletterbox
-from flux_secu.detect.model import Detector, letterbox_spec
+from flux_secu.detect.model import Detector
 from flux_secu.detect.nms import batched_nms, nms
 
 from .conftest import ASSETS, LABELS, MODEL
@@ -28,7 +28,7 @@ def detector() -> Detector:
 
 def test_bus_matches_reference_detections(detector: Detector) -> None:
     image = cv2.imread(str(ASSETS / "images" / "bus.jpg"))
-    canvas, geometry = letterbox(image, letterbox_spec(detector.config))
+    canvas, geometry = letterbox(image, detector.spec)
     (found,) = detector.detect([canvas], [geometry])
     assert len(found) == len(BUS_REFERENCE)
     rows = sorted(zip(found.class_id, found.confidence, found.xyxy, strict=True), key=lambda r: -r[1])
@@ -41,7 +41,7 @@ def test_bus_matches_reference_detections(detector: Detector) -> None:
 def test_grayscale_ir_frame_is_replicated_and_detected(detector: Detector) -> None:
     gray = cv2.imread(str(ASSETS / "images" / "camera.png"), cv2.IMREAD_GRAYSCALE)
     assert gray.ndim == 2
-    canvas, geometry = letterbox(gray, letterbox_spec(detector.config))
+    canvas, geometry = letterbox(gray, detector.spec)
     assert canvas.shape == (416, 416, 3)
     (found,) = detector.detect([canvas], [geometry])
     assert len(found.of_class(0, 0.5)) == 1

@@ -30,9 +30,15 @@ from pydantic import (
     model_validator,
 )
 
+from flux_secu.detect.classes import load_labels, unknown_group_labels
+
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "person": ("person",),
+    "vehicle": ("bicycle", "car", "motorcycle", "bus", "truck"),
+}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 DEFAULT_WARNING_FR = (
@@ -115,11 +121,21 @@ class OpeningHours(_Strict):
 
 class ModelConfig(_Strict):
     path: Path
-    kind: Literal["yolox"] = "yolox"
-    input_size: int = Field(416, ge=32, le=2048)
+    kind: Literal["yolox", "nanodet", "yolov8"] = "yolox"
+    input_size: int | None = Field(None, ge=32, le=2048)
+    """Checked against the model's input; read from the model when left out."""
     labels: Path | None = None
-    score_threshold: float = Field(0.3, gt=0, lt=1)
-    nms_iou: float = Field(0.45, gt=0, le=1)
+    """One class name per line, in output order; COCO-80 when left out."""
+    score_threshold: float | None = Field(None, gt=0, lt=1)
+    """Per-frame score threshold; the model family's documented default when left out."""
+    nms_iou: float | None = Field(None, gt=0, le=1)
+    class_groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_GROUPS.items()}
+    )
+    """Groups of labels the rules reason about; NMS is class-agnostic inside a group."""
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        default_factory=lambda: ["tensorrt", "cuda", "cpu"], min_length=1
+    )
     intra_op_threads: int = Field(1, ge=1, le=64)
 
     @field_validator("path")
@@ -132,9 +148,19 @@ class ModelConfig(_Strict):
     def _labels_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _existing_file(value, info)
 
+    @model_validator(mode="after")
+    def _groups_are_labels(self) -> ModelConfig:
+        unknown = unknown_group_labels(load_labels(self.labels), self.class_groups)
+        if unknown:
+            raise ValueError(f"class_groups name labels the model does not have: {', '.join(unknown)}")
+        return self
+
 
 class InferenceConfig(_Strict):
     actors: int = Field(1, ge=1, le=256)
+    cpus_per_actor: float = Field(1.0, ge=0, le=64)
+    gpus_per_actor: float = Field(0.0, ge=0, le=8)
+    """Fractional values share a GPU between several inference actors."""
     max_batch: int = Field(4, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
 

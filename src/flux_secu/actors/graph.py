@@ -14,7 +14,7 @@ from flux_secu.actors.camera import CameraActor
 from flux_secu.actors.inference import InferencePool
 from flux_secu.actors.rules import RulesActor
 from flux_secu.config import CameraConfig, Config
-from flux_secu.detect.model import letterbox_spec
+from flux_secu.detect.letterbox import LetterboxSpec
 
 
 def init_local_ray(num_cpus: int | None = None, object_store_mib: int = 512) -> None:
@@ -40,6 +40,7 @@ class Deployment:
     pool: Any = None
     cameras: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, ray.ObjectRef] = field(default_factory=dict)
+    spec: LetterboxSpec | None = None
 
     @classmethod
     def build(cls, config: Config) -> Deployment:
@@ -54,7 +55,8 @@ class Deployment:
             )
         dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
-        ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])
+        model, _ = ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])
+        dep.spec = model["spec"]
         # Speech is synthesised in the speaker actors' constructors; surface its errors now.
         ray.get([s.ready.remote() for s in [*dep.speakers.values(), *dep.escalations.values()]])
         return dep
@@ -68,7 +70,7 @@ class Deployment:
         clock_start: datetime | None = None,
     ) -> Any:
         actor = CameraActor.remote(  # type: ignore[attr-defined]
-            site_id, camera, letterbox_spec(self.config.model), self.pool,
+            site_id, camera, self.spec, self.pool,
             realtime=realtime, clock_start=clock_start,
         )
         self.cameras[camera.id] = actor

@@ -37,8 +37,9 @@ class InferenceActor:
         images = ray.get([f.image for f in frames])
         return self.detector.detect(images, [f.meta.geometry for f in frames])
 
-    def labels(self) -> list[str]:
-        return self.detector.labels
+    def describe(self) -> dict[str, Any]:
+        return {"labels": self.detector.labels, "spec": self.detector.spec,
+                "providers": self.detector.providers, "max_batch": self.detector.max_batch}
 
 
 @dataclass
@@ -48,13 +49,28 @@ class _Queued:
     enqueued: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Member:
+    """One inference actor of the pool and the batches it has in flight."""
+
+    handle: Any
+    load: int = 0
+    retiring: bool = False
+
+
+# Keep at most two batches per actor in flight: enough to hide the round trip, few enough that
+# frames wait in the pool (where a camera's newer frame can still replace them) rather than in Ray.
+MAX_BATCHES_PER_ACTOR = 2
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class InferencePool:
     def __init__(self, model: ModelConfig, inference: InferenceConfig, rules: Any) -> None:
         configure_from_env()
+        self.model = model
+        self.inference = inference
         self.policy = BatchPolicy(inference.max_batch, inference.max_wait_ms)
-        self.actors = [InferenceActor.remote(model) for _ in range(inference.actors)]  # type: ignore[attr-defined]
-        self.loads = [0] * len(self.actors)
+        self.members = [self._new_member() for _ in range(inference.actors)]
         self.rules = rules
         self.queue: list[_Queued] = []
         self.wakeup: asyncio.Event | None = None
@@ -66,9 +82,40 @@ class InferencePool:
         self._turn_changed: asyncio.Condition | None = None
         self._batcher: asyncio.Task[None] | None = None
 
-    async def ready(self) -> int:
-        await asyncio.gather(*[a.labels.remote() for a in self.actors])
-        return len(self.actors)
+    def _new_member(self) -> _Member:
+        options: dict[str, Any] = {"num_cpus": self.inference.cpus_per_actor}
+        if self.inference.gpus_per_actor:
+            options["num_gpus"] = self.inference.gpus_per_actor
+        return _Member(InferenceActor.options(**options).remote(self.model))  # type: ignore[attr-defined]
+
+    async def ready(self) -> dict[str, Any]:
+        """Wait for every inference actor; returns what the cameras need to know of the model."""
+        described = await asyncio.gather(*[m.handle.describe.remote() for m in self.members])
+        return described[0]
+
+    async def resize(self, actors: int) -> int:
+        """Grow or shrink the pool while frames flow; a removed actor finishes its batches first."""
+        if actors < 1:
+            raise ValueError("the pool needs at least one inference actor")
+        self._ensure_started()
+        active = [m for m in self.members if not m.retiring]
+        added = [self._new_member() for _ in range(actors - len(active))]
+        if added:
+            await asyncio.gather(*[m.handle.describe.remote() for m in added])
+            self.members.extend(added)
+        for member in active[actors:]:
+            member.retiring = True
+        await self._retire_idle()
+        log.info("pool_resized", actors=actors)
+        return actors
+
+    async def _retire_idle(self) -> None:
+        for member in [m for m in self.members if m.retiring and m.load == 0]:
+            self.members.remove(member)
+            ray.kill(member.handle, no_restart=True)
+
+    def actor_handles(self) -> list[Any]:
+        return [m.handle for m in self.members if not m.retiring]
 
     async def submit(self, frame: CameraFrame) -> None:
         self._ensure_started()
@@ -84,7 +131,8 @@ class InferencePool:
             "batches": self.batches,
             "batch_hist": dict(sorted(self.batch_hist.items())),
             "failed_frames": self.failed_frames,
-            "actors": len(self.actors),
+            "actors": sum(not m.retiring for m in self.members),
+            "in_flight_batches": sum(m.load for m in self.members),
         }
 
     def _ensure_started(self) -> None:
@@ -106,35 +154,37 @@ class InferencePool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.policy.wait_s(oldest_wait))
                 continue
-            # Keep at most two batches per actor in flight: enough to hide the round trip,
-            # few enough that frames wait here (where newer ones can still replace them) not there.
-            if min(self.loads) >= 2:
+            candidates = [m for m in self.members if not m.retiring]
+            loads = [m.load for m in candidates]
+            if min(loads) >= MAX_BATCHES_PER_ACTOR:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
             batch = self.queue[: self.policy.max_batch]
             del self.queue[: len(batch)]
-            actor_index = least_loaded(self.loads)
+            member = candidates[least_loaded(loads)]
+            member.load += 1
             batch_id = self._next_batch_id
             self._next_batch_id += 1
-            asyncio.get_running_loop().create_task(self._run_batch(actor_index, batch_id, batch))
+            asyncio.get_running_loop().create_task(self._run_batch(member, batch_id, batch))
 
-    async def _run_batch(self, actor_index: int, batch_id: int, batch: list[_Queued]) -> None:
+    async def _run_batch(self, member: _Member, batch_id: int, batch: list[_Queued]) -> None:
         assert self.wakeup is not None and self._turn_changed is not None
-        self.loads[actor_index] += 1
         self.batches += 1
         self.batch_hist[len(batch)] = self.batch_hist.get(len(batch), 0) + 1
         error: BaseException | None = None
         detections: list[Detections] = []
         try:
-            detections = await self.actors[actor_index].infer.remote([q.frame for q in batch])
+            detections = await member.handle.infer.remote([q.frame for q in batch])
         except Exception as exc:  # a crashed actor: its frames are lost, counted, and reported
             error = exc
             self.failed_frames += len(batch)
             log.warning("inference_batch_failed", frames=len(batch), error=type(exc).__name__)
         finally:
-            self.loads[actor_index] -= 1
+            member.load -= 1
             self.wakeup.set()
+            if member.retiring:
+                await self._retire_idle()
         # Forward to the rules in batch order so each camera's frames reach them in capture order.
         async with self._turn_changed:
             await self._turn_changed.wait_for(lambda: self._forward_turn == batch_id)
@@ -157,4 +207,3 @@ class InferencePool:
                         q.done.set_result(None)
                     else:
                         q.done.set_exception(RuntimeError(f"inference failed: {type(error).__name__}"))
-

@@ -7,9 +7,11 @@ clip behaves like the night it pretends to be.
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import ray
 import structlog
 
@@ -24,6 +26,14 @@ from flux_secu.store import open_store
 from flux_secu.video.frame import FrameMeta
 
 log = structlog.get_logger("flux_secu.rules")
+
+# Capture-to-detection latency is kept for the last LATENCY_SAMPLES frames (~16 bytes each): at
+# 100 analysed frames/s that is the last ~3 minutes, enough for an operator or a benchmark window.
+LATENCY_SAMPLES = 20_000
+# A live frame's capture time is on the wall clock, so the camera hands it over a moment after
+# capturing it; a replayed frame's is on the pipeline clock (``--at``), which can be any date.
+# Frames whose hand-over is not within this many seconds after capture are replays: not counted.
+_LIVE_HANDOVER_MAX_S = 60.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -46,9 +56,14 @@ class RulesActor:
         self.open_incidents: dict[str, str] = {}  # camera -> incident of its current presence
         self.frames = 0
         self.pending: list[ray.ObjectRef] = []
+        # (wall time the detections arrived, capture -> detections arrived in s), live frames only.
+        self.latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
 
     def observe(self, meta: FrameMeta, detections: Detections) -> None:
         self.frames += 1
+        now = time.time()
+        if 0.0 <= meta.sent_wall_ts - meta.capture_ts <= _LIVE_HANDOVER_MAX_S:
+            self.latencies.append((now, now - meta.capture_ts))
         rules = self.config.rules
         tracker = self.trackers.get(meta.camera)
         if tracker is None:
@@ -106,8 +121,18 @@ class RulesActor:
         ray.get(pending)
         return len(pending)
 
-    def stats(self) -> dict[str, Any]:
-        return {"frames": self.frames, "cameras": len(self.trackers)}
+    def stats(self, since: float | None = None) -> dict[str, Any]:
+        """Counters, and the capture-to-detection latency of live frames that reached the rules at
+        or after wall time ``since`` (default: every sample kept)."""
+        values = [lat for ts, lat in self.latencies if since is None or ts >= since]
+        return {"frames": self.frames, "cameras": len(self.trackers), "latency_ms": _summary_ms(values)}
+
+
+def _summary_ms(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = (round(float(v) * 1000, 1) for v in np.percentile(values, [50, 95, 99]))
+    return {"n": len(values), "p50": p50, "p95": p95, "p99": p99, "max": round(max(values) * 1000, 1)}
 
 
 def _done(ref: ray.ObjectRef) -> bool:

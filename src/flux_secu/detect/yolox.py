@@ -1,4 +1,4 @@
-"""YOLOX adapter: pre-processing and decoding of the raw grid output (see shared assets README).
+"""YOLOX adapter: pre-processing and decoding of the raw grid output (see the shared assets README).
 
 Input: float32 [B,3,S,S], BGR, 0-255, letterboxed top-left on a canvas of 114.
 Output: [B, A, 5+C] with A anchors over strides 8, 16, 32 (row-major) and rows
@@ -7,26 +7,18 @@ Output: [B, A, 5+C] with A anchors over strides 8, 16, 32 (row-major) and rows
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
 from flux_secu.detect.detections import Detections
-from flux_secu.detect.letterbox import Letterbox, LetterboxSpec, unletterbox
-from flux_secu.detect.nms import batched_nms
+from flux_secu.detect.letterbox import Letterbox, LetterboxSpec
+from flux_secu.detect.postprocess import finish
 
 STRIDES = (8, 16, 32)
-
-
-def letterbox_spec(size: int) -> LetterboxSpec:
-    return LetterboxSpec(size=size, pad_value=114, centred=False)
-
-
-def preprocess(canvases: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
-    """HWC uint8 canvases -> NCHW float32 batch (no normalisation: YOLOX takes 0-255)."""
-    batch = np.stack(canvases).astype(np.float32)
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+DEFAULT_SCORE, DEFAULT_IOU = 0.3, 0.45
 
 
 @lru_cache(maxsize=8)
@@ -46,12 +38,12 @@ def decode(
     size: int,
     score_threshold: float,
     nms_iou: float,
-    class_groups: npt.NDArray[np.int32] | None = None,
+    nms_groups: npt.NDArray[np.int32] | None = None,
 ) -> Detections:
     """Decode one image's rows ``[A, 5+C]`` into detections in original-frame pixels.
 
-    ``class_groups`` maps class id -> NMS group (class-agnostic NMS inside a group such as
-    "vehicle"); by default each class is its own group.
+    ``nms_groups`` maps class id -> NMS group (class-agnostic NMS inside a group such as "vehicle");
+    by default each class is its own group.
     """
     grid, stride = _grid(size)
     if output.shape[0] != len(grid):
@@ -66,9 +58,27 @@ def decode(
     cxcy = (rows[:, 0:2] + g) * s
     wh = np.exp(rows[:, 2:4]) * s
     xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
-    xyxy = unletterbox(xyxy, geometry)
-    score = score[keep].astype(np.float32)
-    class_id = class_id[keep].astype(np.int32)
-    groups = class_id if class_groups is None else class_groups[class_id]
-    kept = batched_nms(xyxy, score, groups, nms_iou)
-    return Detections(xyxy[kept], score[kept], class_id[kept])
+    return finish(xyxy, score[keep], class_id[keep], geometry, nms_iou, nms_groups)
+
+
+@dataclass(frozen=True)
+class YoloxAdapter:
+    size: int
+    score_threshold: float = DEFAULT_SCORE
+    nms_iou: float = DEFAULT_IOU
+    nms_groups: npt.NDArray[np.int32] | None = None
+
+    @property
+    def spec(self) -> LetterboxSpec:
+        return LetterboxSpec(size=self.size, pad_value=114, centred=False)
+
+    def preprocess(self, canvases: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """HWC uint8 BGR canvases -> NCHW float32 (no normalisation: YOLOX takes 0-255)."""
+        batch = np.stack(canvases).astype(np.float32)
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+    def decode(
+        self, outputs: dict[str, npt.NDArray[np.float32]], index: int, geometry: Letterbox
+    ) -> Detections:
+        (output,) = outputs.values()
+        return decode(output[index], geometry, self.size, self.score_threshold, self.nms_iou, self.nms_groups)
