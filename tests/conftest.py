@@ -44,6 +44,9 @@ store:
   path: {var_dir}/flux-secu.db
 rules:
   min_score: 0.25
+  recheck_after_s: 4
+notifications:
+  dry_run: true
 sites:
   - id: site-test
     name: Site de test
@@ -79,6 +82,53 @@ def ray_session() -> Iterator[None]:
     init_local_ray(num_cpus=2, object_store_mib=300)
     yield
     ray.shutdown()
+
+
+@pytest.fixture()
+def mosquitto_broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A private Mosquitto broker on a free loopback port: ``(host, port)``; stopped after the test."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).is_file():
+        pytest.fail("mosquitto is not installed (make system-deps installs it)")
+    for _attempt in range(3):  # the free port may be taken between the probe and the broker's bind
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        conf = tmp_path / f"mosquitto-{port}.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "log_dest stderr\n")
+        log_file = (tmp_path / f"mosquitto-{port}.log").open("wb")
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 5
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            proc.kill()
+            proc.wait()
+            log_file.close()
+            continue
+        break
+    else:
+        pytest.fail("mosquitto did not start: " + log_file.name)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
 
 
 def build_config(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Config:

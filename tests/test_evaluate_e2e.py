@@ -41,7 +41,9 @@ def test_night_replay_raises_one_intrusion_for_the_first_person(config_file: Pat
     assert incident["clip_time_s"] <= 7.5
     assert (incident["camera"], incident["site"], incident["label"]) == ("cam-test", "site-test", "person")
     assert incident["at"].startswith("2026-11-25T23:00:0")
-    assert incident["warnings"] == 1 and incident["notifications"] == 1 and incident["state"] == "warned"
+    # Warned at once; still there 4 s later (recheck_after_s): escalated to the first contact.
+    assert incident["warnings"] == 1 and incident["recheck"] is True
+    assert incident["state"] == "escalated" and incident["notifications"] == 1
     # The second person enters at 22.8 s, 1.1 s before the end: at most one more incident, for them.
     assert len(incidents) - 1 <= 1
     assert all(i["clip_time_s"] >= SECOND_PERSON_FROM for i in incidents if i is not incident)
@@ -52,6 +54,17 @@ def test_same_clip_during_opening_hours_raises_nothing(config_file: Path, tmp_pa
     assert [line["type"] for line in lines] == ["summary"]
     assert lines[0]["incidents"] == 0 and lines[0]["frames"] == 240
     assert lines[0]["frames_analysed"] > 0  # the detector did run: the calendar said no
+
+
+def test_intruder_gone_at_the_recheck_is_deterred_and_nobody_is_notified(
+    config_file: Path, tmp_path: Path
+) -> None:
+    # Warned at 7.0 s; the person leaves at 19.1 s; looking again 15 s after the warning finds nobody.
+    config_file.write_text(config_file.read_text().replace("recheck_after_s: 4", "recheck_after_s: 15"))
+    lines = evaluate(config_file, "2026-11-25T23:00:00+01:00", tmp_path)
+    first = next(line for line in lines if line["type"] == "incident")
+    assert first["warnings"] == 1 and first["recheck"] is False
+    assert first["state"] == "deterred" and first["notifications"] == 0
 
 
 def test_unknown_camera_is_a_clear_error(config_file: Path) -> None:

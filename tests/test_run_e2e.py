@@ -25,7 +25,7 @@ def test_run_detects_warns_and_notifies_then_stops_after_for(config_file: Path) 
     config_file.write_text(config_file.read_text().replace("opening_hours: {mon", "opening_hours: {sun"))
     started = time.monotonic()
     result = subprocess.run(
-        [str(FLUX_SECU), "run", str(config_file), "--for", "16", "--json-logs"],
+        [str(FLUX_SECU), "run", str(config_file), "--for", "22", "--json-logs"],
         capture_output=True, text=True, timeout=120,
     )
     elapsed = time.monotonic() - started
@@ -33,7 +33,8 @@ def test_run_detects_warns_and_notifies_then_stops_after_for(config_file: Path) 
     assert elapsed < 60
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
-    for expected in ("running", "incident", "warning", "notification", "stopping", "camera_stopped"):
+    for expected in ("running", "incident", "warning", "recheck", "escalated", "notification", "stopping",
+                     "camera_stopped"):
         assert expected in names, names
     incident = next(e for e in events if e["event"] == "incident")
     assert incident["site"] == "site-test" and incident["camera"] == "cam-test"

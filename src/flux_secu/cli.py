@@ -104,8 +104,10 @@ def _log_new_events(store: Any, after_seq: int) -> int:
         elif event.kind == "notification":
             log.info("notification", incident=event.incident_id, contact=data["contact"],
                      channels=data["channels"])
-        elif event.kind == "presence_ended":
-            log.info("presence_ended", incident=event.incident_id)
+        elif event.kind in ("recheck", "escalated", "deterred", "acknowledged", "presence_ended",
+                            "notification_failed", "panic_proof"):
+            log.info(event.kind, incident=event.incident_id, **{k: v for k, v in data.items()
+                                                                  if isinstance(v, str | int | float | bool)})
     return after_seq
 
 
@@ -159,7 +161,7 @@ def evaluate(
 
     try:
         t0 = time.monotonic()
-        dep = Deployment.build(replay_cfg)
+        dep = Deployment.build(replay_cfg, dry_run=True)
         t_ready = time.monotonic()
         dep.add_camera(site_cfg.id, replay_camera, realtime=False, clock_start=start)
         stats = ray.get(dep.runs[camera])
@@ -180,6 +182,7 @@ def evaluate(
             "state": str(stored.state),
             "warnings": sum(1 for e in db.events(inc.id) if e.kind == "warning"),
             "notifications": sum(1 for e in db.events(inc.id) if e.kind == "notification"),
+            "recheck": next((e.data["still_there"] for e in db.events(inc.id) if e.kind == "recheck"), None),
         })
     db.close()
     lines.append({

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -181,6 +182,10 @@ class RulesConfig(_Strict):
     confirm_hits: int = Field(3, ge=1, le=100)
     confirm_window: int = Field(5, ge=1, le=100)
     clear_after_s: float = Field(3.0, gt=0, le=3600)
+    recheck_after_s: float = Field(10.0, gt=0, le=600)
+    """After the warning, look again this long later: still there -> escalate, gone -> deterred."""
+    recheck_window_s: float = Field(2.0, gt=0, le=60)
+    """At the recheck, a person seen within this long counts as still there."""
 
     @model_validator(mode="after")
     def _hits_fit_window(self) -> RulesConfig:
@@ -216,11 +221,74 @@ class CameraConfig(_Strict):
 
 
 class SpeakerConfig(_Strict):
+    """One loudspeaker of a site and the driver that reaches it (see flux_secu.alerts.speakers).
+
+    file: nothing else (records plays under var_dir); command: ``command``; axis: ``url`` (+ ``username``,
+    ``password``); sip: ``sip_uri`` (+ ``sip_local_port``, ``username``, ``password`` if the horn asks).
+    """
+
     id: Identifier
-    driver: Literal["file"] = "file"
+    driver: Literal["file", "command", "axis", "sip"] = "file"
     message: str = DEFAULT_WARNING_FR
     voice: str = "fr"
+    audio_file: Path | None = None
+    """A recorded WAV played instead of the synthesised ``message``."""
     repeat: int = Field(1, ge=1, le=10)
+    volume: float = Field(1.0, ge=0.0, le=2.0)
+    """Gain applied to the samples (1.0 = as recorded; above 1 saturates)."""
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """How long the device may take beyond the audio's own duration."""
+    command: list[str] | None = None
+    """command: argv of a local player; ``{wav}`` is replaced by the WAV path, e.g. [aplay, -q, "{wav}"]."""
+    url: str | None = None
+    """axis: base URL of the speaker, e.g. http://10.0.0.21 (credentials go in username/password)."""
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    """axis/sip: use ${ENV_VAR}, never the literal password."""
+    sip_uri: str | None = None
+    """sip: the horn, e.g. sip:horn@10.0.0.22 or sip:10.0.0.22:5060 (UDP)."""
+    sip_local_port: int = Field(0, ge=0, le=65535)
+    """sip: local UDP port for signalling; 0 picks a free one."""
+
+    @field_validator("audio_file")
+    @classmethod
+    def _audio_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        import wave
+
+        path = _existing_file(value, info)
+        try:
+            with wave.open(str(path), "rb"):
+                pass
+        except (OSError, EOFError, wave.Error) as exc:
+            raise ValueError(f"not a readable WAV file: {path} ({exc})") from None
+        return path
+
+    @model_validator(mode="after")
+    def _driver_fields(self) -> SpeakerConfig:
+        needs = {"file": (), "command": ("command",), "axis": ("url",), "sip": ("sip_uri",)}
+        for name in needs[self.driver]:
+            if not getattr(self, name):
+                raise ValueError(f"driver {self.driver!r} needs field {name!r}")
+        owners = {"command": ("command",), "url": ("axis",), "sip_uri": ("sip",), "sip_local_port": ("sip",),
+                  "username": ("axis", "sip"), "password": ("axis", "sip")}
+        for name, drivers in owners.items():
+            if name in self.model_fields_set and self.driver not in drivers:
+                raise ValueError(f"field {name!r} is not used by driver {self.driver!r} "
+                                 f"(only by {', '.join(drivers)})")
+        if self.password is not None and not self.username:
+            raise ValueError("field 'password' needs field 'username'")
+        if self.command is not None and not any("{wav}" in part for part in self.command):
+            raise ValueError("field 'command' must contain '{wav}' where the WAV path goes")
+        if self.url is not None:
+            if not re.match(r"^https?://[^/?#@]+([/?#]|$)", self.url):
+                raise ValueError("field 'url' must be http://host[:port] or https://host[:port], "
+                                 "without credentials (use username/password)")
+        if self.sip_uri is not None and not re.match(r"^sip:([^@;:]+@)?[^@:;]+(:\d{1,5})?(;.*)?$",
+                                                     self.sip_uri):
+            raise ValueError("field 'sip_uri' must look like sip:[user@]host[:port]")
+        return self
 
 
 class ContactConfig(_Strict):
@@ -228,9 +296,106 @@ class ContactConfig(_Strict):
     channels: list[str] = Field(min_length=1)
 
 
+class RotaEntryConfig(_Strict):
+    starts: date
+    """First day (site local time) this contact is on call; the entry lasts until the next one starts."""
+    contact: str
+
+
 class EscalationConfig(_Strict):
     contacts: list[ContactConfig] = Field(min_length=1)
+    """The chain, in calling order (the on-call contact of the rota is moved to the front)."""
+    rota: list[RotaEntryConfig] = []
     ack_timeout_s: float = Field(300.0, gt=0)
+    """How long a contact has to acknowledge before the next one is notified."""
+    rounds: int = Field(2, ge=1, le=20)
+    """How many times the whole chain is gone through (re-notification) while nobody acknowledges."""
+    police: ContactConfig | None = None
+    """Notified at once for a verified intrusion (still there after the warning) and for a panic press."""
+    manager: ContactConfig | None = None
+    """Site manager: panic presses and the morning report."""
+    police_on_verified: bool = True
+    report_at: time | None = time(7, 30)
+    """Local time from which the report of the night is sent to the manager (until noon); null: never."""
+
+    @model_validator(mode="after")
+    def _rota_names_contacts(self) -> EscalationConfig:
+        names = {c.name for c in self.contacts}
+        for entry in self.rota:
+            if entry.contact not in names:
+                raise ValueError(f"rota names {entry.contact!r}, which is not one of the contacts")
+        return self
+
+
+class NotificationsConfig(_Strict):
+    dry_run: bool = False
+    """Record notifications under var_dir instead of sending them (demo, rehearsal)."""
+    public_url: str = "http://127.0.0.1:8080"
+    """Base of the acknowledgement and evidence links put in notifications."""
+    ack_secret: str | None = None
+    """HMAC secret of acknowledgement links (use ${ENV}); generated and kept in var_dir when unset."""
+    ack_link_ttl_s: float = Field(12 * 3600, gt=0)
+
+
+class PanicDeviceConfig(_Strict):
+    """One staff panic button ("Smart Alert"), worn by one agent; it signs its presses with ``secret``."""
+
+    id: Identifier
+    agent: str = Field(min_length=1)
+    """The agent carrying the button: kept in the proof of every press."""
+    secret: SecretStr
+    """HMAC-SHA256 key shared with the device (use ``${ENV_VAR}``); hidden from repr and logs."""
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # A short key can be brute-forced offline from one captured press.
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+
+class PanicSiteConfig(_Strict):
+    """The panic buttons of one site; presses arrive on topic ``{panic.mqtt.topic_prefix}/{site id}``."""
+
+    devices: list[PanicDeviceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> PanicSiteConfig:
+        ids = [d.id for d in self.devices]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate panic device id {duplicates[0]!r}")
+        return self
+
+
+class PanicMqttConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("flux-secu/panic", pattern=r"^[^#+]+[^#+/]$")
+    """Presses of site S are published to ``{topic_prefix}/S`` (no MQTT wildcards in the prefix)."""
+    client_id: str = "flux-secu-panic-ingress"
+    """Fixed, with a persistent session: presses sent while the ingress restarts are delivered after."""
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class PanicHttpConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Loopback by default: expose it through the TLS reverse proxy, not directly."""
+    port: int = Field(8088, ge=0, le=65535)
+    """0 picks a free port (tests)."""
+
+
+class PanicConfig(_Strict):
+    """Global settings of the panic-button ingress; the devices are listed per site (``sites[].panic``)."""
+
+    max_skew_s: float = Field(120.0, gt=0, le=3600)
+    """A press is refused when its timestamp is further than this from the server's clock."""
+    mqtt: PanicMqttConfig = PanicMqttConfig()
+    http: PanicHttpConfig = PanicHttpConfig()
 
 
 class SiteConfig(_Strict):
@@ -242,6 +407,8 @@ class SiteConfig(_Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     speakers: list[SpeakerConfig] = []
     escalation: EscalationConfig
+    panic: PanicSiteConfig | None = None
+    """The site's staff panic buttons; none when left out."""
 
     @field_validator("timezone")
     @classmethod
@@ -264,6 +431,8 @@ class Config(_Strict):
     inference: InferenceConfig = InferenceConfig()
     store: StoreConfig = StoreConfig()
     rules: RulesConfig = RulesConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    panic: PanicConfig = PanicConfig()
     sites: list[SiteConfig] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -1,23 +1,46 @@
-"""SpeakerActor and EscalationActor: one of each per site, each owning its output channel."""
+"""SpeakerActor and EscalationActor: one of each per site, each owning its output channel.
+
+Both check the store before acting and record what they did under an idempotency key, so a step
+replayed after a restart announces nothing twice. The escalation chain's progress lives in the store:
+a restarted EscalationActor rebuilds its plan from there and goes on where it was.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import ray
 import structlog
 
-from flux_secu.alerts.notify import RecordingNotifier, compose
+from flux_secu.alerts import escalation as policy
+from flux_secu.alerts.ack import AckRejected, load_secret, make_token, verify_token
+from flux_secu.alerts.notify import (
+    AppriseNotifier,
+    Notification,
+    NotificationError,
+    Notifier,
+    RecordingNotifier,
+    compose,
+)
+from flux_secu.alerts.report import build_report
 from flux_secu.alerts.speakers import FileSpeakerDriver, SpeakerDriver
 from flux_secu.alerts.tts import synthesise
-from flux_secu.config import SiteConfig, StoreConfig
+from flux_secu.config import Config, ContactConfig, SiteConfig, StoreConfig
 from flux_secu.logs import configure_from_env
-from flux_secu.rules.incident import Incident, IncidentState
+from flux_secu.rules.incident import Incident, IncidentKind, IncidentState
 from flux_secu.store import open_store
 
 log = structlog.get_logger("flux_secu.alerts")
+
+TICK_S = 0.5
+RETRY_FAILED_S = 30.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -57,31 +80,208 @@ class SpeakerActor:
         return played
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class EscalationActor:
-    """Notifies the first contact of the site's chain (the full chain comes with acknowledgements)."""
+@dataclass
+class _Active:
+    """An escalation in progress: its plan and the steps already done (by idempotency key)."""
 
-    def __init__(self, site: SiteConfig, store: StoreConfig, var_dir: Path, timezone: str) -> None:
+    incident: Incident
+    steps: list[policy.Step]
+    done: set[str] = field(default_factory=set)
+    retry_at: dict[str, float] = field(default_factory=dict)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
+class EscalationActor:
+    """Notifies the site's on-call chain until someone acknowledges; police and manager when due."""
+
+    def __init__(self, site: SiteConfig, config: Config, dry_run: bool = False) -> None:
         configure_from_env()
         self.site = site
-        self.tz = ZoneInfo(site.timezone or timezone)
-        self.store = open_store(store)
-        self.notifier = RecordingNotifier(var_dir / "notifications" / f"{site.id}.jsonl")
+        self.esc = site.escalation
+        self.config = config
+        self.tz = ZoneInfo(site.timezone or config.timezone)
+        self.store = open_store(config.store)
+        self.notifier: Notifier = (
+            RecordingNotifier(config.var_dir / "notifications" / f"{site.id}.jsonl")
+            if dry_run or config.notifications.dry_run else AppriseNotifier()
+        )
+        self.secret = load_secret(config.notifications.ack_secret, config.var_dir)
+        self.contacts = {c.name: c for c in self.esc.contacts}
+        self.rota = [policy.RotaEntry(e.starts, e.contact) for e in self.esc.rota]
+        self.lock = threading.RLock()
+        self.active: dict[str, _Active] = {}
+        self.log = log.bind(site=site.id)
+        self._resume()
+        self._stop = threading.Event()
+        threading.Thread(target=self._ticker, name="escalation-ticker", daemon=True).start()
 
     def ready(self) -> int:
-        return len(self.site.escalation.contacts)
+        return len(self.active)
 
-    def notify(self, incident: Incident) -> bool:
-        contact = self.site.escalation.contacts[0]
-        key = f"notification:{contact.name}:0"
+    # --- intrusions -----------------------------------------------------------------------------
+
+    def escalate(self, incident: Incident, reason: str = "") -> bool:
+        """Start the chain for a verified intrusion; False when it was already started."""
+        with self.lock:
+            now = time.time()
+            order = policy.chain(list(self.contacts), self.rota, datetime.fromtimestamp(now, self.tz))
+            started = self.store.record_event(incident.id, "escalated", now, {
+                "reason": reason, "chain": order, "started_at": now,
+            }, key="escalated")
+            if not started:
+                return False
+            self.store.set_state(incident.id, IncidentState.ESCALATED)
+            self.log.info("escalation_started", incident=incident.id, chain=order)
+            if self.esc.police is not None and self.esc.police_on_verified:
+                self._notify(incident, self.esc.police, "police",
+                             reason="Intrusion confirmée après avertissement.")
+            self.active[incident.id] = _Active(
+                incident, policy.plan(order, now, self.esc.ack_timeout_s, self.esc.rounds)
+            )
+            self._run_due(now)
+            return True
+
+    def acknowledge(self, incident_id: str, by: str, via: str = "api") -> bool:
+        """Stop the chain; False when the incident was already acknowledged (or is unknown)."""
+        with self.lock:
+            known = {s.incident.id for s in self.store.incidents()}
+            if incident_id not in known:
+                return False
+            first = self.store.record_event(incident_id, "acknowledged", time.time(),
+                                            {"by": by, "via": via}, key="acknowledged")
+            if first:
+                self.store.set_state(incident_id, IncidentState.ACKNOWLEDGED)
+                self.log.info("acknowledged", incident=incident_id, by=by, via=via)
+            self.active.pop(incident_id, None)
+            return first
+
+    def acknowledge_link(self, token: str) -> dict[str, Any]:
+        """Acknowledge through a signed link; ``{"ok": False, "reason": ...}`` when it is refused."""
+        try:
+            claim = verify_token(self.secret, token, time.time())
+        except AckRejected as exc:
+            self.log.warning("acknowledgement_refused", reason=str(exc))
+            return {"ok": False, "reason": str(exc)}
+        first = self.acknowledge(claim.incident_id, claim.contact, via="link")
+        return {"ok": True, "incident": claim.incident_id, "by": claim.contact, "first": first}
+
+    def ack_link(self, incident_id: str, contact: str) -> str:
+        expires = time.time() + self.config.notifications.ack_link_ttl_s
+        token = make_token(self.secret, incident_id, contact, expires)
+        return f"{self.config.notifications.public_url.rstrip('/')}/ack/{token}"
+
+    # --- panic button ---------------------------------------------------------------------------
+
+    def panic(self, press: Any) -> str:
+        """An agent's panic press: incident with its proof, police and manager notified at once."""
+        with self.lock:
+            incident = Incident(
+                id=f"panic-{press.site}-{press.device_id}-{press.message_id}", kind=IncidentKind.PANIC,
+                site=press.site, camera="", label=press.agent, opened_at=press.received_at,
+            )
+            self.store.open_incident(incident)
+            self.store.record_event(incident.id, "panic_proof", press.received_at,
+                                    asdict(press), key="proof")
+            self.store.set_state(incident.id, IncidentState.ESCALATED)
+            targets = [(c, k) for c, k in ((self.esc.police, "police"), (self.esc.manager, "manager")) if c]
+            if not targets:  # a config without police nor manager still reaches someone
+                targets = [(self.esc.contacts[0], "contact")]
+            for contact, key in targets:
+                self._notify(incident, contact, key, reason="Alerte déclenchée par un agent.")
+            self.log.warning("panic", incident=incident.id, device=press.device_id, agent=press.agent)
+            return incident.id
+
+    # --- morning report -------------------------------------------------------------------------
+
+    def morning_report(self, night_of: str | None = None) -> dict[str, Any] | None:
+        """Send the report of a night (default: last night) to the manager, once per night."""
+        with self.lock:
+            now_local = datetime.now(self.tz)
+            night = (datetime.fromisoformat(night_of).date() if night_of
+                     else (now_local - timedelta(days=1)).date())
+            if not self.store.claim(f"report:{self.site.id}:{night.isoformat()}", time.time(), {}):
+                return None
+            incidents = self.store.incidents()
+            events = {s.incident.id: [e.kind for e in self.store.events(s.incident.id)] for s in incidents
+                      if s.incident.site == self.site.id}
+            report = build_report(self.site.id, self.site.name, night, incidents, events, self.tz,
+                                  self.esc.report_at or dtime(7, 30))
+            contact = self.esc.manager or self.esc.contacts[0]
+            note = Notification(f"report-{night}", contact.name, list(contact.channels),
+                                report.title, report.body)
+            try:
+                self.notifier.send(note)
+            except NotificationError as exc:
+                self.log.error("report_failed", error=str(exc))
+            self.log.info("morning_report", night=str(night), **report.counts)
+            return {"title": report.title, "body": report.body, "counts": report.counts}
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Rebuild the escalations in progress from the store (after a restart)."""
+        for stored in self.store.incidents():
+            inc = stored.incident
+            if inc.site != self.site.id or stored.state != IncidentState.ESCALATED:
+                continue
+            events = self.store.events(inc.id)
+            started = next((e for e in events if e.key == "escalated"), None)
+            if started is None:
+                continue
+            steps = policy.plan(started.data["chain"], started.data["started_at"],
+                                self.esc.ack_timeout_s, self.esc.rounds)
+            done = {e.key for e in events if e.kind == "notification"}
+            self.active[inc.id] = _Active(inc, steps, done)
+            self.log.info("escalation_resumed", incident=inc.id, done=len(done), steps=len(steps))
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                with self.lock:
+                    self._run_due(time.time())
+                # From report_at until noon: a deployment started in the afternoon does not send a
+                # report of the night before; one down at report_at still sends it when it is back.
+                now_local = datetime.now(self.tz).time()
+                if self.esc.report_at is not None and self.esc.report_at <= now_local < dtime(12, 0):
+                    self.morning_report()
+            except Exception as exc:  # the ticker must survive any single failure
+                self.log.error("escalation_tick_failed", error=repr(exc))
+
+    def _run_due(self, now: float) -> None:
+        for incident_id, active in list(self.active.items()):
+            for step in policy.due(active.steps, now, active.done):
+                if active.retry_at.get(step.key, 0.0) > now:
+                    continue
+                contact = self.contacts.get(step.contact)
+                if contact is None:
+                    active.done.add(step.key)
+                    continue
+                if self._notify(active.incident, contact, step.key, step=step):
+                    active.done.add(step.key)
+                else:
+                    active.retry_at[step.key] = now + RETRY_FAILED_S
+            if len(active.done) >= len(active.steps):
+                self.log.warning("escalation_exhausted", incident=incident_id)
+                del self.active[incident_id]
+
+    def _notify(self, incident: Incident, contact: ContactConfig, key: str, *,
+                step: policy.Step | None = None, reason: str = "") -> bool:
+        """Send one notification unless its key is already in the store; True when done."""
         if self.store.has_event(incident.id, key):
+            return True
+        base = self.config.notifications.public_url.rstrip("/")
+        note = compose(incident, self.site.name, contact.name, list(contact.channels), self.tz,
+                       ack_link=self.ack_link(incident.id, contact.name),
+                       evidence_link=f"{base}/incidents/{incident.id}", reason=reason)
+        try:
+            self.notifier.send(note)
+        except NotificationError as exc:
+            self.store.record_event(incident.id, "notification_failed", time.time(),
+                                    {"contact": contact.name, "error": str(exc)}, key=f"{key}:failed")
+            self.log.error("notification_failed", incident=incident.id, contact=contact.name, error=str(exc))
             return False
-        notification = compose(incident, self.site.name, contact, self.tz)
-        self.notifier.send(notification)
-        self.store.record_event(incident.id, "notification", notification.sent_ts, {
-            "contact": contact.name, "channels": notification.channels,
-            "title": notification.title, "body": notification.body, "sent_ts": notification.sent_ts,
-        }, key=key)
-        log.debug("notification_sent", incident=incident.id, site=self.site.id, contact=contact.name,
-                 at=time.strftime("%H:%M:%S"))
+        data = {**note.record(), "step": asdict(step) if step else None}
+        self.store.record_event(incident.id, "notification", note.sent_ts, data, key=key)
+        self.log.info("notification_sent", incident=incident.id, contact=contact.name,
+                      round=step.round if step else None)
         return True

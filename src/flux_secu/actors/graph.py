@@ -43,16 +43,17 @@ class Deployment:
     spec: LetterboxSpec | None = None
 
     @classmethod
-    def build(cls, config: Config) -> Deployment:
-        """Create every actor except the cameras, and wait until they are ready."""
+    def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
+        """Create every actor except the cameras, and wait until they are ready.
+
+        ``dry_run`` records notifications instead of sending them (replays must never notify anyone).
+        """
         config.var_dir.mkdir(parents=True, exist_ok=True)
         dep = cls(config)
         for site in config.sites:
             if site.speakers:
                 dep.speakers[site.id] = SpeakerActor.remote(site, config.store, config.var_dir)  # type: ignore[attr-defined]
-            dep.escalations[site.id] = EscalationActor.remote(  # type: ignore[attr-defined]
-                site, config.store, config.var_dir, config.timezone
-            )
+            dep.escalations[site.id] = EscalationActor.remote(site, config, dry_run)  # type: ignore[attr-defined]
         dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
         model, _ = ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])

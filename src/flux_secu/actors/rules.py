@@ -20,8 +20,9 @@ from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import load_labels
 from flux_secu.logs import configure_from_env
 from flux_secu.rules.calendar import SiteCalendar
-from flux_secu.rules.incident import Incident, IncidentKind, incident_id
+from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
 from flux_secu.rules.presence import PresenceConfirmed, PresenceEnded, PresenceTracker
+from flux_secu.rules.recheck import Rechecks
 from flux_secu.store import open_store
 from flux_secu.video.frame import FrameMeta
 
@@ -56,6 +57,7 @@ class RulesActor:
         self.open_incidents: dict[str, str] = {}  # camera -> incident of its current presence
         self.frames = 0
         self.pending: list[ray.ObjectRef] = []
+        self.rechecks = Rechecks()
         # (wall time the detections arrived, capture -> detections arrived in s), live frames only.
         self.latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
 
@@ -75,6 +77,11 @@ class RulesActor:
                 self._confirmed(meta, persons, change)
             elif isinstance(change, PresenceEnded):
                 self._ended(meta, change)
+        for recheck in self.rechecks.due(meta.camera, meta.capture_ts):
+            seen = tracker.last_seen
+            still_there = (self.open_incidents.get(meta.camera) == recheck.incident.id and seen is not None
+                           and meta.capture_ts - seen <= rules.recheck_window_s)
+            self._after_recheck(recheck.incident, meta, still_there)
 
     def _confirmed(self, meta: FrameMeta, persons: Detections, change: PresenceConfirmed) -> None:
         at = datetime.fromtimestamp(meta.capture_ts, UTC)
@@ -104,10 +111,27 @@ class RulesActor:
         speaker = self.speakers.get(meta.site)
         if speaker is not None:
             self.pending.append(speaker.warn.remote(incident))
-        escalation = self.escalations.get(meta.site)
-        if escalation is not None:
-            self.pending.append(escalation.notify.remote(incident))
+            self.rechecks.schedule(incident, meta.capture_ts + self.config.rules.recheck_after_s)
+        else:  # nothing to deter with: straight to the on-call chain
+            self._escalate(incident, "Site sans haut-parleur.")
         self.pending = [r for r in self.pending if not _done(r)]
+
+    def _after_recheck(self, incident: Incident, meta: FrameMeta, still_there: bool) -> None:
+        key = "recheck"
+        if not self.store.record_event(incident.id, key, meta.capture_ts,
+                                       {"still_there": still_there, "clip_time_s": meta.clip_time_s}):
+            return
+        if still_there:
+            self._escalate(incident, "Toujours présent après l'avertissement sonore.")
+        else:
+            self.store.set_state(incident.id, IncidentState.DETERRED)
+            self.store.record_event(incident.id, "deterred", meta.capture_ts, {})
+            log.debug("incident_deterred", incident=incident.id)
+
+    def _escalate(self, incident: Incident, reason: str) -> None:
+        escalation = self.escalations.get(incident.site)
+        if escalation is not None:
+            self.pending.append(escalation.escalate.remote(incident, reason))
 
     def _ended(self, meta: FrameMeta, change: PresenceEnded) -> None:
         incident = self.open_incidents.pop(meta.camera, None)

@@ -1,21 +1,21 @@
-"""Notifications to escalation contacts.
+"""Notifications: compose the message, then send it through apprise (or only record it, in dry run).
 
-This version records the notification it would send (first contact of the chain) in
-``notifications.jsonl``; channels are kept redacted there since apprise URLs embed tokens.
+Every channel is an apprise URL (SMS gateways, e-mail, Telegram, ntfy, webhooks...). URLs embed
+tokens, so they are never logged: records keep ``scheme://***``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from flux_secu.config import ContactConfig
 from flux_secu.redact import redact_channel
-from flux_secu.rules.incident import Incident
+from flux_secu.rules.incident import Incident, IncidentKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,28 +25,60 @@ class Notification:
     channels: list[str]
     title: str
     body: str
-    sent_ts: float
+    sent_ts: float = field(default_factory=time.time)
+
+    def record(self) -> dict[str, object]:
+        """What may be stored and logged: channels redacted."""
+        data = asdict(self)
+        data["channels"] = [redact_channel(c) for c in self.channels]
+        return data
 
 
-def compose(incident: Incident, site_name: str, contact: ContactConfig, tz: ZoneInfo) -> Notification:
+class NotificationError(Exception):
+    pass
+
+
+class Notifier(Protocol):
+    def send(self, notification: Notification) -> None: ...
+
+
+def compose(
+    incident: Incident, site_name: str, contact: str, channels: list[str], tz: ZoneInfo,
+    *, ack_link: str | None = None, evidence_link: str | None = None, reason: str = "",
+) -> Notification:
     local = datetime.fromtimestamp(incident.opened_at, tz)
-    title = f"[flux-secu] Intrusion - {site_name}"
-    body = (
-        f"Personne détectée sur le site fermé {site_name} (caméra {incident.camera}) "
-        f"le {local:%d/%m/%Y à %H:%M:%S}. Incident {incident.id}."
-    )
-    return Notification(
-        incident_id=incident.id,
-        contact=contact.name,
-        channels=[redact_channel(c) for c in contact.channels],
-        title=title,
-        body=body,
-        sent_ts=time.time(),
-    )
+    when = f"{local:%d/%m/%Y à %H:%M:%S}"
+    if incident.kind == IncidentKind.PANIC:
+        title = f"[flux-secu] ALERTE AGENT - {site_name}"
+        body = f"Bouton d'alerte déclenché sur le site {site_name} le {when} ({incident.label})."
+    else:
+        title = f"[flux-secu] Intrusion - {site_name}"
+        body = (f"Personne détectée sur le site fermé {site_name} (caméra {incident.camera}) le {when}."
+                f"{' ' + reason if reason else ''}")
+    body += f" Incident {incident.id}."
+    if evidence_link:
+        body += f"\nPreuves : {evidence_link}"
+    if ack_link:
+        body += f"\nPrendre en charge : {ack_link}"
+    return Notification(incident.id, contact, list(channels), title, body)
+
+
+class AppriseNotifier:
+    """Sends through apprise; raises NotificationError when no channel accepted the message."""
+
+    def send(self, notification: Notification) -> None:
+        import apprise
+
+        client = apprise.Apprise()
+        for url in notification.channels:
+            if not client.add(url):
+                raise NotificationError(f"unusable channel {redact_channel(url)}")
+        if not client.notify(title=notification.title, body=notification.body):
+            raise NotificationError(f"no channel of {notification.contact} accepted the message")
 
 
 class RecordingNotifier:
-    """Appends each notification to a JSON-lines file instead of sending it."""
+    """Dry run: appends each notification (redacted) to a JSON-lines file instead of sending it."""
 
     def __init__(self, out_file: Path) -> None:
         self.out_file = out_file
@@ -54,4 +86,4 @@ class RecordingNotifier:
 
     def send(self, notification: Notification) -> None:
         with self.out_file.open("a", encoding="utf-8") as log:
-            log.write(json.dumps(asdict(notification), ensure_ascii=False) + "\n")
+            log.write(json.dumps(notification.record(), ensure_ascii=False) + "\n")

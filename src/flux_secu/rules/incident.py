@@ -16,6 +16,7 @@ class IncidentKind(StrEnum):
 class IncidentState(StrEnum):
     OPEN = "open"
     WARNED = "warned"
+    DETERRED = "deterred"
     ESCALATED = "escalated"
     ACKNOWLEDGED = "acknowledged"
     CLOSED = "closed"

@@ -43,6 +43,10 @@ class PresenceTracker:
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.window)
 
+    @property
+    def last_seen(self) -> float | None:
+        return self._last_seen
+
     def observe(self, ts: float, person_seen: bool) -> list[PresenceChange]:
         """Feed one analysed frame; returns what changed (usually nothing)."""
         changes: list[PresenceChange] = []

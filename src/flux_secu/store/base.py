@@ -17,6 +17,7 @@ from flux_secu.rules.incident import Incident, IncidentState
 class StoredEvent:
     seq: int
     incident_id: str
+    key: str
     kind: str
     ts: float
     data: dict[str, Any]
@@ -46,5 +47,9 @@ class Store(Protocol):
     def incidents(self) -> list[StoredIncident]: ...
 
     def events(self, incident_id: str | None = None, after_seq: int = 0) -> list[StoredEvent]: ...
+
+    def claim(self, key: str, ts: float, data: dict[str, Any]) -> bool:
+        """Record a one-off action outside any incident (a sent report); False when already claimed."""
+        ...
 
     def close(self) -> None: ...

@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (incident_id, key)
 );
 CREATE INDEX IF NOT EXISTS events_incident ON events(incident_id);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -81,13 +86,19 @@ class SQLiteStore:
         return [StoredIncident(Incident.from_dict(json.loads(d)), IncidentState(s)) for d, s in rows]
 
     def events(self, incident_id: str | None = None, after_seq: int = 0) -> list[StoredEvent]:
-        query = "SELECT seq, incident_id, kind, ts, data FROM events WHERE seq > ?"
+        query = "SELECT seq, incident_id, key, kind, ts, data FROM events WHERE seq > ?"
         args: list[Any] = [after_seq]
         if incident_id is not None:
             query += " AND incident_id = ?"
             args.append(incident_id)
         rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
-        return [StoredEvent(s, i, k, t, json.loads(d)) for s, i, k, t, d in rows]
+        return [StoredEvent(s, i, key, k, t, json.loads(d)) for s, i, key, k, t, d in rows]
+
+    def claim(self, key: str, ts: float, data: dict[str, Any]) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO claims (key, ts, data) VALUES (?, ?, ?)", (key, ts, json.dumps(data))
+        )
+        return cursor.rowcount == 1
 
     def close(self) -> None:
         self._db.close()

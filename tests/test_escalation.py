@@ -1,0 +1,251 @@
+"""Escalation: the chain, acknowledgement links, restarts, panic, the morning report.
+
+Notifications go through apprise's ``json://`` channel to a real HTTP server in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from flux_secu.alerts import escalation as policy
+from flux_secu.alerts.ack import AckRejected, make_token, verify_token
+from flux_secu.alerts.report import build_report
+from flux_secu.rules.incident import Incident, IncidentKind, IncidentState
+from flux_secu.store.base import StoredIncident
+from flux_secu.store.sqlite import SQLiteStore
+
+from .conftest import build_config
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+# --- pure policy --------------------------------------------------------------------------------
+
+def test_rota_puts_this_weeks_contact_first() -> None:
+    rota = [policy.RotaEntry(date(2026, 11, 16), "Bea"), policy.RotaEntry(date(2026, 11, 23), "Chloe")]
+    contacts = ["Alice", "Bea", "Chloe"]
+    assert policy.chain(contacts, rota, datetime(2026, 11, 22, 23, 0)) == ["Bea", "Alice", "Chloe"]
+    assert policy.chain(contacts, rota, datetime(2026, 11, 25, 3, 0)) == ["Chloe", "Alice", "Bea"]
+    assert policy.chain(contacts, rota, datetime(2026, 11, 1, 3, 0)) == contacts  # before any entry
+
+
+def test_plan_and_due_steps() -> None:
+    steps = policy.plan(["A", "B"], 1000.0, 60.0, rounds=2)
+    assert [(s.contact, s.due_at) for s in steps] == [("A", 1000), ("B", 1060), ("A", 1120), ("B", 1180)]
+    assert [s.key for s in policy.due(steps, 1061, set())] == ["notify:0:0:A", "notify:0:1:B"]
+    assert [s.key for s in policy.due(steps, 1061, {"notify:0:0:A"})] == ["notify:0:1:B"]
+
+
+def test_ack_tokens_are_signed_and_expire() -> None:
+    token = make_token(b"k", "intrusion-cam-1", "Alice", expires_at=2000)
+    claim = verify_token(b"k", token, now=1999)
+    assert (claim.incident_id, claim.contact) == ("intrusion-cam-1", "Alice")
+    with pytest.raises(AckRejected, match="expired"):
+        verify_token(b"k", token, now=2001)
+    with pytest.raises(AckRejected, match="signature"):
+        verify_token(b"other", token, now=1999)
+    forged = make_token(b"k", "intrusion-cam-2", "Alice", 2000).split(".")[0] + "." + token.split(".")[1]
+    with pytest.raises(AckRejected, match="signature"):
+        verify_token(b"k", forged, now=1999)
+    with pytest.raises(AckRejected, match="malformed"):
+        verify_token(b"k", "garbage", now=1999)
+
+
+def test_morning_report_counts_the_night() -> None:
+    def stored(hour: int, kind: IncidentKind, state: IncidentState, day: int = 25) -> StoredIncident:
+        at = datetime(2026, 11, day, hour, 0, tzinfo=PARIS).timestamp()
+        return StoredIncident(Incident(f"{kind}-{day}-{hour}", kind, "s", "cam", "person", at), state)
+
+    incidents = [
+        stored(23, IncidentKind.INTRUSION, IncidentState.DETERRED),
+        stored(2, IncidentKind.INTRUSION, IncidentState.ESCALATED, day=26),
+        stored(3, IncidentKind.PANIC, IncidentState.ESCALATED, day=26),
+        stored(10, IncidentKind.INTRUSION, IncidentState.DETERRED, day=26),  # the next day: not this night
+    ]
+    events = {i.incident.id: ["opened", "warning"] for i in incidents}
+    ends = datetime(2026, 1, 1, 7, 30).time()
+    report = build_report("s", "Site S", date(2026, 11, 25), incidents, events, PARIS, ends)
+    assert report.counts["intrusions"] == 2 and report.counts["deterred"] == 1
+    assert report.counts["escalated"] == 1 and report.counts["panic"] == 1 and report.counts["warnings"] == 3
+    assert "23:00:00 intrusion" in report.body and "25/11/2026 - Site S" in report.title
+
+
+# --- the actor, with real notifications ---------------------------------------------------------
+
+class Receiver:
+    """An HTTP server that records the JSON bodies apprise posts, by path."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any], float]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.posts.append((self.path, json.loads(body), time.time()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def paths(self) -> list[str]:
+        return [p for p, _, _ in self.posts]
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> None:
+        deadline = time.time() + timeout
+        while len(self.posts) < count and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(self.posts) >= count, self.paths()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def escalation_config(tmp_path: Path, port: int, ack_timeout_s: float, contacts: list[str],
+                      police: bool = False) -> Any:
+    def edit(d: dict[str, Any]) -> None:
+        d["notifications"] = {"dry_run": False, "public_url": "https://flux.example.org"}
+        esc: dict[str, Any] = {
+            "ack_timeout_s": ack_timeout_s, "rounds": 2, "report_at": None,  # reports sent on demand here
+            "contacts": [{"name": c, "channels": [f"json://127.0.0.1:{port}/{c}"]} for c in contacts],
+        }
+        if police:
+            esc["police"] = {"name": "Police", "channels": [f"json://127.0.0.1:{port}/police"]}
+            esc["manager"] = {"name": "Manager", "channels": [f"json://127.0.0.1:{port}/manager"]}
+        d["sites"][0]["escalation"] = esc
+    return build_config(tmp_path, edit)
+
+
+def intrusion(store: SQLiteStore, n: int = 1) -> Incident:
+    incident = Incident(f"intrusion-cam-test-{n}", IncidentKind.INTRUSION, "site-test", "cam-test",
+                        "person", time.time())
+    store.open_incident(incident)
+    return incident
+
+
+@pytest.mark.slow
+def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    import ray
+
+    from flux_secu.actors.alerting import EscalationActor
+
+    config = escalation_config(tmp_path, receiver.port, 1.5, ["Alice", "Bea"], police=True)
+    store = SQLiteStore(config.store.path)
+    incident = intrusion(store)
+    actor = EscalationActor.remote(config.sites[0], config)
+    try:
+        assert ray.get(actor.escalate.remote(incident, "still there"))
+        assert not ray.get(actor.escalate.remote(incident, "again"))  # idempotent
+        receiver.wait_for(3)  # police + Alice at once, Bea after 1.5 s without acknowledgement
+        assert set(receiver.paths()[:2]) == {"/police", "/Alice"}
+        alice_at = next(t for p, _, t in receiver.posts if p == "/Alice")
+        bea_at = next(t for p, _, t in receiver.posts if p == "/Bea")
+        assert 1.2 < bea_at - alice_at < 3.0
+        body = next(b for p, b, _ in receiver.posts if p == "/Bea")["message"]
+        assert incident.id in body and "Site de test" in body
+        link = body.split("Prendre en charge : ")[1].split()[0]
+        assert link.startswith("https://flux.example.org/ack/")
+        result = ray.get(actor.acknowledge_link.remote(link.rsplit("/", 1)[1]))
+        assert result == {"ok": True, "incident": incident.id, "by": "Bea", "first": True}
+        time.sleep(3.5)  # round 2 would have re-notified Alice at 3.0 s
+        assert receiver.paths().count("/Alice") == 1 and receiver.paths().count("/Bea") == 1
+        (stored,) = store.incidents()
+        assert stored.state is IncidentState.ACKNOWLEDGED
+        assert not ray.get(actor.acknowledge_link.remote("forged.token"))["ok"]
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.slow
+def test_restarted_actor_resumes_the_chain_without_duplicates(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    import ray
+
+    from flux_secu.actors.alerting import EscalationActor
+
+    config = escalation_config(tmp_path, receiver.port, 2.0, ["Alice", "Bea", "Chloe"])
+    store = SQLiteStore(config.store.path)
+    incident = intrusion(store)
+    actor = EscalationActor.remote(config.sites[0], config)
+    try:
+        ray.get(actor.escalate.remote(incident))
+        receiver.wait_for(1)
+        ray.kill(actor, no_restart=False)  # crash mid-chain; Ray restarts it
+        time.sleep(1.0)
+        assert ray.get(actor.ready.remote()) == 1  # the escalation was rebuilt from the store
+        receiver.wait_for(3, timeout=20)
+        time.sleep(0.5)
+        assert receiver.paths()[:3] == ["/Alice", "/Bea", "/Chloe"]  # each once, in order
+        keys = [e.key for e in store.events(incident.id) if e.kind == "notification"]
+        assert keys[:3] == ["notify:0:0:Alice", "notify:0:1:Bea", "notify:0:2:Chloe"]
+        assert len(keys) == len(set(keys))
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.slow
+def test_panic_press_notifies_police_and_manager_at_once_with_proof(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    from dataclasses import dataclass
+
+    import ray
+
+    from flux_secu.actors.alerting import EscalationActor
+
+    @dataclass(frozen=True)
+    class Press:  # the fields the panic ingress hands over
+        site: str
+        device_id: str
+        agent: str
+        pressed_at: float
+        received_at: float
+        channel: str
+        message_id: str
+
+    config = escalation_config(tmp_path, receiver.port, 60, ["Alice"], police=True)
+    actor = EscalationActor.remote(config.sites[0], config)
+    try:
+        now = time.time()
+        press = Press("site-test", "btn-7", "Agent Dupont", now - 0.2, now, "mqtt", "n-1")
+        incident_id = ray.get(actor.panic.remote(press))
+        receiver.wait_for(2)
+        assert sorted(receiver.paths()) == ["/manager", "/police"]  # no verification step, no on-call chain
+        store = SQLiteStore(config.store.path)
+        proof = next(e for e in store.events(incident_id) if e.kind == "panic_proof").data
+        assert proof["device_id"] == "btn-7" and proof["agent"] == "Agent Dupont"
+        (stored,) = store.incidents()
+        assert stored.incident.kind is IncidentKind.PANIC and stored.state is IncidentState.ESCALATED
+        local = datetime.now(PARIS)
+        night = local.date() if local.hour >= 12 else (local - timedelta(days=1)).date()
+        report = ray.get(actor.morning_report.remote(night.isoformat()))
+        in_night = local.hour >= 12 or local.time() < time_of_day(7, 30)
+        assert report is not None and report["counts"]["panic"] == (1 if in_night else 0)
+        receiver.wait_for(3)
+        assert receiver.paths()[-1] == "/manager" and "Rapport de la nuit" in receiver.posts[-1][1]["title"]
+        assert ray.get(actor.morning_report.remote(night.isoformat())) is None  # once per night
+    finally:
+        ray.kill(actor, no_restart=True)
