@@ -334,7 +334,8 @@ def build_config(tmp: Path, assets: Path, plans: list[CameraPlan]) -> Any:
                     {"id": p.id, "source": str(p.clip.path), "detect_fps": DETECT_FPS, "loop": True}
                     for p in plans
                 ],
-                "speakers": [{"id": "speaker-1", "driver": "file", "voice": "fr"}],
+                "speakers": [{"id": "speaker-1", "driver": "file", "voice": "fr",
+                              "min_interval_s": 0}],
                 "escalation": {
                     "contacts": [{"name": "on-call", "channels": ["json://127.0.0.1:8099/flux-secu"]}]
                 },

@@ -138,3 +138,131 @@ def build_config(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None =
     if edit is not None:
         edit(data)
     return parse_config(data, tmp_path)
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port that persists every write before answering
+    (append-only file, fsync always), so a test can stop or kill it and start it again on the same
+    port and directory, as an operator's restart or a crash would."""
+
+    def __init__(self, directory: Path) -> None:
+        import shutil
+
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(exe).is_file():
+            pytest.fail("redis-server is not installed (make system-deps installs it)")
+        self.exe = exe
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = 0
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it; the first start picks a free port (again if another process took it meanwhile)."""
+        import socket
+        import subprocess
+        import time
+
+        import redis
+
+        for _attempt in range(3):
+            if not self.port:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+            else:
+                port = self.port
+            log_file = (self.dir / "redis.log").open("ab")
+            self.proc = subprocess.Popen(
+                [self.exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"],
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+            log_file.close()
+            client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1)
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:  # answers LOADING (a ConnectionError) while it reads its append-only file back
+                    client.ping()
+                    client.close()
+                    self.port = port
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+            client.close()
+            self.stop(kill=True)
+            if self.port:  # a restart on a port that must stay the same: no other port will do
+                break
+        pytest.fail(f"redis-server did not start: see {self.dir / 'redis.log'}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown) or SIGKILL (a crash); waits until the process is gone."""
+        import subprocess
+
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop or kill it."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """Opens a store of each kind (the test runs once per kind); every call opens a new store object
+    on the same data: a fresh SQLite file, or a prefix of the session's Redis unique to the test."""
+    import uuid
+
+    from flux_secu.store import SQLiteStore
+    from flux_secu.store.redis import RedisStore
+
+    opened: list[Any] = []
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+
+        def open_store() -> Any:
+            opened.append(SQLiteStore(path))
+            return opened[-1]
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
+
+        def open_store() -> Any:
+            opened.append(RedisStore(server.url, prefix))
+            return opened[-1]
+
+    yield open_store
+    for store in opened:
+        store.close()

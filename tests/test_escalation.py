@@ -136,6 +136,21 @@ def escalation_config(tmp_path: Path, port: int, ack_timeout_s: float, contacts:
     return build_config(tmp_path, edit)
 
 
+def wait_ready(actor: Any, timeout: float = 30.0) -> Any:
+    """The actor's ready() once Ray has restarted it (calls fail while it restarts)."""
+    import ray
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return ray.get(actor.ready.remote(), timeout=timeout)
+        except ActorUnavailableError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def intrusion(store: SQLiteStore, n: int = 1) -> Incident:
     incident = Incident(f"intrusion-cam-test-{n}", IncidentKind.INTRUSION, "site-test", "cam-test",
                         "person", time.time())
@@ -167,8 +182,28 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
         assert incident.id in body and "Site de test" in body
         link = body.split("Prendre en charge : ")[1].split()[0]
         assert link.startswith("https://flux.example.org/ack/")
-        result = ray.get(actor.acknowledge_link.remote(link.rsplit("/", 1)[1]))
+        # The on-call person opens the link (a confirmation page), then confirms (POST).
+        import urllib.error
+        import urllib.request
+
+        from flux_secu.actors.panic import PanicIngressActor
+
+        ingress_cfg = config.model_copy(update={"panic": config.panic.model_copy(
+            update={"http": config.panic.http.model_copy(update={"port": 0})})})
+        ingress = PanicIngressActor.remote(ingress_cfg, {"site-test": actor}, mqtt=False)
+        port = ray.get(ingress.ready.remote())["http"]["port"]
+        url = f"http://127.0.0.1:{port}/ack/{link.rsplit('/', 1)[1]}"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert "Je prends en charge" in page.read().decode()
+        assert not store.has_event(incident.id, "acknowledged")  # opening the link changes nothing
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as r:
+            result = json.loads(r.read())
         assert result == {"ok": True, "incident": incident.id, "by": "Bea", "first": True}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            forged = urllib.request.Request(url[:-3] + "xyz", data=b"", method="POST")
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code == 403
+        ray.get(ingress.stop.remote())
         time.sleep(3.5)  # round 2 would have re-notified Alice at 3.0 s
         assert receiver.paths().count("/Alice") == 1 and receiver.paths().count("/Bea") == 1
         (stored,) = store.incidents()
@@ -194,8 +229,7 @@ def test_restarted_actor_resumes_the_chain_without_duplicates(
         ray.get(actor.escalate.remote(incident))
         receiver.wait_for(1)
         ray.kill(actor, no_restart=False)  # crash mid-chain; Ray restarts it
-        time.sleep(1.0)
-        assert ray.get(actor.ready.remote()) == 1  # the escalation was rebuilt from the store
+        assert wait_ready(actor) == 1  # the escalation was rebuilt from the store
         receiver.wait_for(3, timeout=20)
         time.sleep(0.5)
         assert receiver.paths()[:3] == ["/Alice", "/Bea", "/Chloe"]  # each once, in order
@@ -232,6 +266,8 @@ def test_panic_press_notifies_police_and_manager_at_once_with_proof(
         now = time.time()
         press = Press("site-test", "btn-7", "Agent Dupont", now - 0.2, now, "mqtt", "n-1")
         incident_id = ray.get(actor.panic.remote(press))
+        assert ray.get(actor.panic.remote(press)) == incident_id  # redelivered: changes nothing
+        assert incident_id == "panic-site-test-btn-7-n-1"
         receiver.wait_for(2)
         assert sorted(receiver.paths()) == ["/manager", "/police"]  # no verification step, no on-call chain
         store = SQLiteStore(config.store.path)
@@ -249,3 +285,41 @@ def test_panic_press_notifies_police_and_manager_at_once_with_proof(
         assert ray.get(actor.morning_report.remote(night.isoformat())) is None  # once per night
     finally:
         ray.kill(actor, no_restart=True)
+
+
+def test_rate_limit_one_warning_per_zone_per_interval() -> None:
+    from flux_secu.alerts.ratelimit import RateLimiter
+
+    limiter = RateLimiter()
+    assert limiter.allow(("hp", "cam/quai"), 100.0, 20.0)
+    assert not limiter.allow(("hp", "cam/quai"), 110.0, 20.0)
+    assert limiter.allow(("hp", "cam/parking"), 110.0, 20.0)  # another zone
+    assert limiter.allow(("hp", "cam/quai"), 120.0, 20.0)
+
+
+@pytest.mark.slow
+def test_failing_speaker_is_recorded_and_escalated(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    import ray
+
+    from flux_secu.actors.alerting import EscalationActor, SpeakerActor
+
+    config = escalation_config(tmp_path, receiver.port, 60, ["Alice"])
+    site = config.sites[0].model_copy(update={"speakers": [
+        config.sites[0].speakers[0].model_copy(update={"driver": "command", "command": ["false", "{wav}"]}),
+    ]})
+    store = SQLiteStore(config.store.path)
+    incident = intrusion(store)
+    escalation = EscalationActor.remote(site, config)
+    speaker = SpeakerActor.remote(site, config.store, config.var_dir, escalation)
+    try:
+        assert ray.get(speaker.warn.remote(incident)) == 0
+        receiver.wait_for(1)  # nobody could be warned: the on-call chain is called at once
+        assert receiver.paths() == ["/Alice"]
+        kinds = {e.kind: e.data for e in store.events(incident.id)}
+        assert "exit" in kinds["warning_failed"]["error"] or "status" in kinds["warning_failed"]["error"]
+        assert "Haut-parleur en panne" in kinds["escalated"]["reason"]
+    finally:
+        ray.kill(speaker, no_restart=True)
+        ray.kill(escalation, no_restart=True)

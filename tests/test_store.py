@@ -1,49 +1,415 @@
+"""The store contract, run against every store (SQLite, and Redis on a real redis-server); then what
+only a networked store has to survive: Redis restarts and crashes, lost replies, an unreachable server."""
+
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
-from flux_secu.store.sqlite import SQLiteStore
+from flux_secu.store.base import Store
+
+from .conftest import LOWLIGHT_CLIP, RedisServer, build_config
+
+StoreFactory = Callable[[], Store]
 
 
-def make_incident(ts: float = 1_790_000_000.0) -> Incident:
+def make_incident(ts: float = 1_790_000_000.0, camera: str = "cam-a") -> Incident:
     return Incident(
-        id=incident_id(IncidentKind.INTRUSION, "cam-a", ts), kind=IncidentKind.INTRUSION, site="s",
-        camera="cam-a", label="person", opened_at=ts + 0.4, clip_time_s=6.8, first_seen_ts=ts, score=0.8,
+        id=incident_id(IncidentKind.INTRUSION, camera, ts), kind=IncidentKind.INTRUSION, site="s",
+        camera=camera, label="person", opened_at=ts + 0.4, clip_time_s=6.8, first_seen_ts=ts, score=0.8,
+        detections=[{"label": "person", "score": 0.8, "box": [1.5, 2.0, 30.25, 80.0]}],
     )
 
 
-def test_incidents_and_events_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    store = SQLiteStore(path)
+# --- the contract: every store ----------------------------------------------------------------------
+
+
+def test_incidents_and_events_survive_close_and_reopen(store_factory: StoreFactory) -> None:
+    store = store_factory()
     incident = make_incident()
     assert store.open_incident(incident)
     assert store.record_event(incident.id, "warning", 1.0, {"speaker": "hp"}, key="warning:hp")
     store.set_state(incident.id, IncidentState.WARNED)
+    assert store.claim("report:s:2026-11-25", 3.0, {"sent": True})
     store.close()
 
-    reopened = SQLiteStore(path)
+    reopened = store_factory()
     (stored,) = reopened.incidents()
     assert stored.incident == incident and stored.state is IncidentState.WARNED
     assert [e.kind for e in reopened.events(incident.id)] == ["opened", "warning"]
     assert reopened.has_event(incident.id, "warning:hp")
+    assert not reopened.claim("report:s:2026-11-25", 4.0, {})
 
 
-def test_replaying_a_step_changes_nothing(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "store.db")
+def test_replaying_a_step_changes_nothing(store_factory: StoreFactory) -> None:
+    store = store_factory()
     incident = make_incident()
     assert store.open_incident(incident)
     assert not store.open_incident(incident)
     assert store.record_event(incident.id, "notification", 1.0, {}, key="n:0")
-    assert not store.record_event(incident.id, "notification", 2.0, {}, key="n:0")
+    assert not store.record_event(incident.id, "notification", 2.0, {"other": 1}, key="n:0")
+    assert store.record_event(incident.id, "recheck", 3.0, {})  # key defaults to the kind...
+    assert not store.record_event(incident.id, "recheck", 4.0, {})
+    assert store.record_event(incident.id, "recheck", 4.0, {}, key="recheck:2")  # ...unless given
     assert len(store.incidents()) == 1
-    assert len(store.events(incident.id)) == 2
+    events = store.events(incident.id)
+    assert [(e.key, e.ts) for e in events] == [("opened", incident.opened_at), ("n:0", 1.0),
+                                               ("recheck", 3.0), ("recheck:2", 4.0)]
+    assert events[1].data == {}  # the first write stands
 
 
-def test_events_can_be_tailed(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "store.db")
+def test_the_same_key_in_two_incidents_is_two_events(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    first, second = make_incident(1.0), make_incident(2.0)
+    for inc in (first, second):
+        assert store.open_incident(inc)
+        assert store.record_event(inc.id, "warning", 5.0, {}, key="warning:hp")
+    assert [e.incident_id for e in store.events() if e.key == "warning:hp"] == [first.id, second.id]
+
+
+def test_events_round_trip_exactly(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    incident = make_incident()
+    store.open_incident(incident)
+    data = {"text": "Quittez les lieux immédiatement ✋", "nested": {"n": [1, 2.5, None, True]}, "empty": ""}
+    ts = 1_790_000_000.123456789
+    assert store.record_event(incident.id, "note", ts, data, key="note:1")
+    opened, note = store.events(incident.id)
+    assert opened.data == incident.to_dict() and opened.ts == incident.opened_at
+    assert (note.incident_id, note.key, note.kind) == (incident.id, "note:1", "note")
+    assert (note.ts, note.data) == (ts, data)
+    assert isinstance(note.seq, int) and note.seq > opened.seq > 0
+
+
+def test_events_can_be_tailed(store_factory: StoreFactory) -> None:
+    store = store_factory()
     first, second = make_incident(1.0), make_incident(100.0)
     store.open_incident(first)
     last = store.events()[-1].seq
     store.open_incident(second)
     assert [e.incident_id for e in store.events(after_seq=last)] == [second.id]
+
+
+def test_a_tail_sees_every_event_once_in_append_order(store_factory: StoreFactory) -> None:
+    writer, reader = store_factory(), store_factory()
+    incidents = [make_incident(float(i)) for i in range(3)]
+    seen: list[tuple[str, str]] = []
+    after = 0
+    for round_ in range(4):
+        for inc in incidents:
+            if round_ == 0:
+                writer.open_incident(inc)
+            else:
+                writer.record_event(inc.id, "tick", float(round_), {"round": round_}, key=f"tick:{round_}")
+        new = reader.events(after_seq=after)
+        assert [e.seq for e in new] == sorted(e.seq for e in new) and all(e.seq > after for e in new)
+        seen += [(e.incident_id, e.key) for e in new]
+        after = new[-1].seq
+    assert reader.events(after_seq=after) == []
+    expected = [(inc.id, "opened") for inc in incidents]
+    expected += [(inc.id, f"tick:{r}") for r in range(1, 4) for inc in incidents]
+    assert seen == expected
+
+
+def test_one_incidents_events_after_a_seq(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    first, second = make_incident(1.0), make_incident(2.0)
+    store.open_incident(first)
+    store.open_incident(second)
+    store.record_event(first.id, "warning", 3.0, {})
+    store.record_event(second.id, "warning", 3.0, {})
+    store.record_event(first.id, "recheck", 4.0, {})
+    events = store.events(first.id)
+    assert [e.kind for e in events] == ["opened", "warning", "recheck"]
+    assert [e.kind for e in store.events(first.id, after_seq=events[0].seq)] == ["warning", "recheck"]
+    assert store.events(first.id, after_seq=events[-1].seq) == []
+    assert store.events("intrusion-nowhere-1") == []
+
+
+def test_incidents_are_listed_by_opening_time(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    late, early, early_too = make_incident(50.0), make_incident(10.0), make_incident(10.0, camera="cam-b")
+    for inc in (late, early_too, early):
+        store.open_incident(inc)
+    # Same opening time: by id, as SQLite's ORDER BY opened_at, id.
+    assert [s.incident.id for s in store.incidents()] == [early.id, early_too.id, late.id]
+    assert all(s.state is IncidentState.OPEN for s in store.incidents())
+
+
+def test_has_event(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    incident = make_incident()
+    assert not store.has_event(incident.id, "opened")
+    store.open_incident(incident)
+    assert store.has_event(incident.id, "opened")
+    assert not store.has_event(incident.id, "warning:hp")
+    store.record_event(incident.id, "warning", 1.0, {}, key="warning:hp")
+    assert store.has_event(incident.id, "warning:hp")
+    assert not store.has_event(make_incident(5.0).id, "warning:hp")
+
+
+def test_set_state(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    incident = make_incident()
+    store.open_incident(incident)
+    for state in (IncidentState.WARNED, IncidentState.ESCALATED, IncidentState.ACKNOWLEDGED):
+        store.set_state(incident.id, state)
+        assert store.incidents()[0].state is state
+    store.set_state(incident.id, IncidentState.ACKNOWLEDGED)  # again: no change, no error
+    # An unknown incident stays unknown, and can still be opened afterwards.
+    ghost = make_incident(7.0)
+    store.set_state(ghost.id, IncidentState.WARNED)
+    assert [s.incident.id for s in store.incidents()] == [incident.id]
+    assert store.open_incident(ghost)
+    assert {s.incident.id: s.state for s in store.incidents()} == {
+        ghost.id: IncidentState.OPEN, incident.id: IncidentState.ACKNOWLEDGED}
+
+
+def test_claim(store_factory: StoreFactory) -> None:
+    store, other = store_factory(), store_factory()
+    assert store.claim("report:s:2026-11-25", 1.0, {"to": ["ops"]})
+    assert not store.claim("report:s:2026-11-25", 2.0, {})
+    assert not other.claim("report:s:2026-11-25", 2.0, {})
+    assert other.claim("report:s:2026-11-26", 2.0, {})
+    assert store.events() == []  # claims are not incident events
+
+
+def test_settings_are_replaced_and_kept(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.get_setting("override:site-a") is None
+    store.put_setting("override:site-a", {"armed": True, "until": None})
+    store.put_setting("override:site-a", {"armed": False, "until": 1_790_000_000.5, "by": "Zoé"})
+    store.put_setting("override:site-b", {"armed": True})
+    store.close()
+    reopened = store_factory()
+    assert reopened.get_setting("override:site-a") == {"armed": False, "until": 1_790_000_000.5, "by": "Zoé"}
+    assert reopened.get_setting("override:site-b") == {"armed": True}
+    assert reopened.events() == [] and reopened.incidents() == []
+
+
+def test_concurrent_writers_get_exactly_one_true(store_factory: StoreFactory) -> None:
+    stores = [store_factory(), store_factory()]
+    threads_per_store, rounds = 3, 15
+    incident = make_incident()
+    results: dict[str, list[bool]] = {}
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(stores) * threads_per_store)
+
+    def work(store: Store) -> None:
+        for r in range(rounds):
+            barrier.wait()  # every thread races on the same keys at the same time
+            outcomes = {
+                "open": store.open_incident(incident),
+                f"event:{r}": store.record_event(incident.id, "notification", float(r), {}, key=f"n:{r}"),
+                f"claim:{r}": store.claim(f"report:{r}", float(r), {}),
+            }
+            with lock:
+                for name, won in outcomes.items():
+                    results.setdefault(name, []).append(won)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores for _ in range(threads_per_store)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 1 + 2 * rounds
+    assert all(sum(won) == 1 for won in results.values()), results
+    events = stores[0].events(incident.id)
+    assert [e.key for e in events] == ["opened", *[f"n:{r}" for r in range(rounds)]]
+    assert len({e.seq for e in stores[1].events()}) == 1 + rounds
+
+
+# --- Redis only: restarts, crashes, lost replies ----------------------------------------------------
+
+
+def fill(store: Store, events: int) -> Incident:
+    incident = make_incident()
+    assert store.open_incident(incident)
+    for i in range(events):
+        assert store.record_event(incident.id, "notification", float(i), {"i": i}, key=f"n:{i}")
+    store.set_state(incident.id, IncidentState.ESCALATED)
+    assert store.claim("report:s:2026-11-25", 1.0, {})
+    return incident
+
+
+def check_all_there(store: Store, incident: Incident, events: int) -> None:
+    (stored,) = store.incidents()
+    assert stored.incident == incident and stored.state is IncidentState.ESCALATED
+    got = store.events(incident.id)
+    assert [e.key for e in got] == ["opened", *[f"n:{i}" for i in range(events)]]
+    assert [e.data for e in got[1:]] == [{"i": i} for i in range(events)]
+    assert store.events() == got
+    assert not store.claim("report:s:2026-11-25", 2.0, {})
+    assert not store.record_event(incident.id, "notification", 0.0, {}, key="n:0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_a_redis_restart_or_crash_loses_nothing(private_redis: RedisServer, how: str) -> None:
+    from flux_secu.store.redis import RedisStore
+
+    store = RedisStore(private_redis.url, "restart")
+    incident = fill(store, 40)
+    last_seq = store.events()[-1].seq
+    private_redis.stop(kill=how == "kill")  # kill: SIGKILL, nothing flushed at exit
+    private_redis.start()
+    check_all_there(store, incident, 40)  # the same store object: its connections broke
+    check_all_there(RedisStore(private_redis.url, "restart"), incident, 40)
+    # Numbering goes on after the restart: a reader tailing by seq misses nothing.
+    assert store.record_event(incident.id, "acknowledged", 5.0, {})
+    (new,) = store.events(after_seq=last_seq)
+    assert new.kind == "acknowledged" and new.seq > last_seq
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_call_made_while_redis_is_down_succeeds_once_it_is_back(private_redis: RedisServer) -> None:
+    from flux_secu.store.redis import RedisStore
+
+    store = RedisStore(private_redis.url, "down")
+    incident = make_incident()
+    assert store.open_incident(incident)
+    private_redis.stop()
+    restart = threading.Timer(1.0, private_redis.start)
+    t0 = time.monotonic()
+    restart.start()
+    try:
+        assert store.record_event(incident.id, "warning", 1.0, {"speaker": "hp"}, key="warning:hp")
+        waited = time.monotonic() - t0
+    finally:
+        restart.join()
+    assert 0.9 <= waited < 10, waited
+    assert [e.key for e in store.events(incident.id)] == ["opened", "warning:hp"]
+    store.close()
+
+
+def test_a_write_whose_reply_was_lost_is_retried_and_answers_as_the_first_try(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from flux_secu.store.redis import RedisStore
+
+    store = RedisStore(redis_server.url, f"lost-reply-{uuid.uuid4().hex[:8]}")
+
+    def reply_lost_once(name: str) -> None:
+        real = getattr(store, name)
+        failed: list[bool] = []
+
+        def call(keys: list[str], args: list[Any]) -> Any:
+            result = real(keys, args)  # the server did it...
+            if not failed:
+                failed.append(True)
+                raise redis.ConnectionError("connection reset by peer")  # ...but the reply never came
+            return result
+
+        monkeypatch.setattr(store, name, call)
+
+    for name in ("_open_incident", "_record_event", "_claim"):
+        reply_lost_once(name)
+    incident = make_incident()
+    assert store.open_incident(incident)
+    assert store.record_event(incident.id, "warning", 1.0, {}, key="warning:hp")
+    assert store.claim("report:x", 1.0, {})
+    assert [e.key for e in store.events(incident.id)] == ["opened", "warning:hp"]
+    # Anyone else, or a later replay, still gets False.
+    assert not store.open_incident(incident)
+    assert not store.record_event(incident.id, "warning", 1.0, {}, key="warning:hp")
+    assert not store.claim("report:x", 1.0, {})
+    store.close()
+
+
+def test_an_unreachable_redis_is_a_clear_error_after_the_bound(redis_server: RedisServer) -> None:
+    import socket
+
+    from flux_secu.store import StoreUnavailable
+    from flux_secu.store.redis import RedisStore
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        RedisStore(f"redis://:s3cr3t-pw@127.0.0.1:{port}/0", unavailable_after_s=0.5)
+    assert time.monotonic() - t0 < 3
+    message = str(caught.value)
+    assert "unreachable" in message and f"127.0.0.1:{port}" in message and "s3cr3t-pw" not in message
+
+
+def test_store_config_selects_redis(tmp_path: Path, redis_server: RedisServer,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from flux_secu.config import ConfigError
+    from flux_secu.store import SQLiteStore, open_store
+    from flux_secu.store.redis import RedisStore
+
+    assert isinstance(open_store(build_config(tmp_path).store), SQLiteStore)
+    monkeypatch.setenv("REDIS_URL_FOR_TESTS", redis_server.url)
+    config = build_config(tmp_path, lambda d: d.update(
+        store={"kind": "redis", "url": "${REDIS_URL_FOR_TESTS}", "prefix": "site-a"}))
+    assert (config.store.kind, config.store.url, config.store.prefix) == ("redis", redis_server.url, "site-a")
+    store = open_store(config.store)
+    assert isinstance(store, RedisStore) and store.prefix == "site-a"
+    store.close()
+    with pytest.raises(ConfigError, match=r"store\.url: must be a redis://") as caught:
+        build_config(tmp_path, lambda d: d.update(store={"kind": "redis", "url": "http://u:pw@h/0"}))
+    assert "pw" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"store\.prefix"):
+        build_config(tmp_path, lambda d: d.update(store={"kind": "redis", "prefix": "has space"}))
+
+
+# --- end to end: the real pipeline on Redis, restarted in the middle of an incident -----------------
+
+
+@pytest.mark.slow
+def test_pipeline_on_redis_keeps_the_whole_incident_across_a_redis_restart(
+    tmp_path: Path, private_redis: RedisServer, ray_session: None
+) -> None:
+    import ray
+
+    from flux_secu.actors.graph import Deployment
+    from flux_secu.store.redis import RedisStore
+
+    def edit(d: dict[str, Any]) -> None:
+        d["store"] = {"kind": "redis", "url": private_redis.url, "prefix": "e2e"}
+        d["sites"][0]["cameras"][0].update(loop=False, source=str(LOWLIGHT_CLIP))
+
+    config = build_config(tmp_path, edit)
+    store = RedisStore(private_redis.url, "e2e")
+    dep = Deployment.build(config)
+    try:
+        site, camera = config.sites[0], config.sites[0].cameras[0]
+        # 22:00 UTC is 23:00 in Paris: the site is closed.
+        dep.add_camera(site.id, camera, realtime=False, clock_start=datetime(2026, 11, 25, 22, 0, tzinfo=UTC))
+        deadline = time.monotonic() + 120
+        while not store.incidents():  # the first person is confirmed: an incident is open
+            assert time.monotonic() < deadline, "no incident was opened"
+            time.sleep(0.02)
+        before_outage = [e.kind for e in store.events()]
+        private_redis.stop()  # in the middle of the incident: warning and recheck still to be written
+        time.sleep(1.0)
+        private_redis.start()
+        stats = ray.get(dep.runs[camera.id], timeout=180)
+        ray.get(dep.rules.flush.remote(), timeout=60)
+    finally:
+        for actor in [*dep.cameras.values(), *ray.get(dep.pool.actor_handles.remote()), dep.pool, dep.rules,
+                      *dep.speakers.values(), *dep.escalations.values()]:
+            ray.kill(actor, no_restart=True)
+    assert stats["frames_lost"] == 0
+    first = next(s for s in store.incidents() if (s.incident.clip_time_s or 0) < 22.8)
+    assert first.incident.clip_time_s is not None and first.incident.clip_time_s <= 7.5
+    kinds = [e.kind for e in store.events(first.incident.id)]
+    assert kinds[:3] == ["opened", "confirmed", "warning"], (before_outage, kinds)
+    assert "recheck" not in before_outage  # the outage did fall in the middle of the incident
+    # Still there at the recheck (recheck_after_s: 4): escalated, the first contact notified once.
+    assert {"recheck", "escalated", "notification"} <= set(kinds), kinds
+    assert kinds.count("warning") == 1 and kinds.count("notification") == 1, kinds
+    assert first.state is IncidentState.ESCALATED
+    store.close()

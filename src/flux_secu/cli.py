@@ -200,6 +200,51 @@ def evaluate(
             typer.echo("  ".join(f"{k}={v}" for k, v in line.items()))
 
 
+site_app = typer.Typer(no_args_is_help=True, help="Sites: arm or disarm by hand, for a while.")
+app.add_typer(site_app, name="site")
+
+
+def _override(config: Path, site: str, armed: bool, seconds: float, by: str, store: Path | None) -> None:
+    cfg = _load(config)
+    if site not in {s.id for s in cfg.sites}:
+        known = ", ".join(s.id for s in cfg.sites)
+        typer.echo(f"flux-secu: unknown site {site!r} (known: {known})", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    from flux_secu.actors.rules import override_key
+    from flux_secu.store import open_store
+
+    store_cfg = cfg.store if store is None else cfg.store.model_copy(update={"path": store})
+    db = open_store(store_cfg)
+    until = time.time() + seconds
+    db.put_setting(override_key(site), {"armed": armed, "until": until, "by": by, "set_at": time.time()})
+    db.close()
+    state = "armed" if armed else "disarmed"
+    local = datetime.fromtimestamp(until, cfg.site_timezone(next(s for s in cfg.sites if s.id == site)))
+    typer.echo(f"{site}: {state} until {local.isoformat(timespec='seconds')}")
+
+
+@site_app.command("disarm")
+def site_disarm(
+    config: Path, site: str,
+    for_seconds: Annotated[float, typer.Option("--for", help="Seconds until the calendar rules again.")],
+    by: Annotated[str, typer.Option(help="Who asked (kept in the store).")] = "cli",
+    store: Annotated[Path | None, typer.Option(help="SQLite file instead of the config's store.")] = None,
+) -> None:
+    """No intrusion rules on SITE for a while (a late delivery, works at night)."""
+    _override(config, site, False, for_seconds, by, store)
+
+
+@site_app.command("arm")
+def site_arm(
+    config: Path, site: str,
+    for_seconds: Annotated[float, typer.Option("--for", help="Seconds until the calendar rules again.")],
+    by: Annotated[str, typer.Option(help="Who asked (kept in the store).")] = "cli",
+    store: Annotated[Path | None, typer.Option(help="SQLite file instead of the config's store.")] = None,
+) -> None:
+    """Intrusion rules on SITE even during opening hours, for a while (an exceptional closure)."""
+    _override(config, site, True, for_seconds, by, store)
+
+
 model_app = typer.Typer(no_args_is_help=True, help="Model files: make a fixed-batch export batchable.")
 app.add_typer(model_app, name="model")
 

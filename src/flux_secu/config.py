@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -167,23 +167,42 @@ class InferenceConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    kind: Literal["sqlite"] = "sqlite"
+    """Where incidents and their timelines live: a SQLite file (one machine) or Redis (a cluster)."""
+
+    kind: Literal["sqlite", "redis"] = "sqlite"
     path: Path = Path("var/flux-secu.db")
+    """SQLite file (kind sqlite)."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis server (kind redis): ``redis://[:${REDIS_PASSWORD}@]host:port/db``, ``rediss://`` for TLS,
+    ``unix:///path.sock``; put the password in the environment, never in the file."""
+    prefix: str = Field("flux-secu", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    """Every Redis key starts with ``{prefix}:``: deployments sharing one Redis use different prefixes."""
 
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value.split("://", 1)[0].lower() not in ("redis", "rediss", "unix") or "://" not in value:
+            # The value may hold a password: the message names the schemes, never the URL.
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
 
 class RulesConfig(_Strict):
-    person_label: str = "person"
-    min_score: float = Field(0.4, gt=0, lt=1)
+    min_score: float = Field(0.25, gt=0, lt=1)
+    """Per-frame score below which a detection is not considered at all."""
     confirm_hits: int = Field(3, ge=1, le=100)
     confirm_window: int = Field(5, ge=1, le=100)
     clear_after_s: float = Field(3.0, gt=0, le=3600)
     recheck_after_s: float = Field(10.0, gt=0, le=600)
     """After the warning, look again this long later: still there -> escalate, gone -> deterred."""
+    merge_window_s: float = Field(30.0, ge=0, le=3600)
+    """A presence confirmed on another camera of the site within this long of the last sighting
+    joins that incident instead of opening a new one."""
     recheck_window_s: float = Field(2.0, gt=0, le=60)
     """At the recheck, a person seen within this long counts as still there."""
 
@@ -204,6 +223,25 @@ class MotionConfig(_Strict):
     heartbeat_s: float = Field(2.0, gt=0, le=600)
 
 
+NormalisedPoint = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+Action = Literal["intrusion", "event", "ignore"]
+
+
+class ZoneConfig(_Strict):
+    """A polygon of the image (normalised 0-1 coordinates) and what each class group means there."""
+
+    id: Identifier
+    polygon: list[NormalisedPoint] = Field(min_length=3)
+    closed: dict[str, Action] = Field(default_factory=lambda: {"person": "intrusion", "vehicle": "event"})
+    """Policy by class group while the site is closed; a group left out is ignored."""
+    open: dict[str, Action] = {}
+    """Policy by class group during opening hours (by default everything is normal)."""
+    min_dwell_s: float = Field(0.0, ge=0, le=3600)
+    """An intruder must have been tracked this long in the zone before an incident opens."""
+    min_height: float = Field(0.0, ge=0, lt=1)
+    """Boxes shorter than this fraction of the image height are ignored here (far away, insects)."""
+
+
 class CameraConfig(_Strict):
     id: Identifier
     name: str = ""
@@ -211,6 +249,10 @@ class CameraConfig(_Strict):
     detect_fps: float = Field(5.0, gt=0, le=60)
     loop: bool = True
     motion: MotionConfig = MotionConfig()
+    zones: list[ZoneConfig] = []
+    """Checked in order; with none, the whole image is one zone with the default policies."""
+    ignore: list[list[NormalisedPoint]] = []
+    """Masks whose detections are dropped (public road, neighbours' yards, trees)."""
 
     @field_validator("source")
     @classmethod
@@ -230,6 +272,10 @@ class SpeakerConfig(_Strict):
     id: Identifier
     driver: Literal["file", "command", "axis", "sip"] = "file"
     message: str = DEFAULT_WARNING_FR
+    zone_messages: dict[str, str] = {}
+    """A different message where the intruder was seen, by zone id (e.g. the platform, the office)."""
+    min_interval_s: float = Field(20.0, ge=0, le=3600)
+    """At most one warning per zone per this interval, whatever the number of incidents."""
     voice: str = "fr"
     audio_file: Path | None = None
     """A recorded WAV played instead of the synthesised ``message``."""
@@ -281,10 +327,9 @@ class SpeakerConfig(_Strict):
             raise ValueError("field 'password' needs field 'username'")
         if self.command is not None and not any("{wav}" in part for part in self.command):
             raise ValueError("field 'command' must contain '{wav}' where the WAV path goes")
-        if self.url is not None:
-            if not re.match(r"^https?://[^/?#@]+([/?#]|$)", self.url):
-                raise ValueError("field 'url' must be http://host[:port] or https://host[:port], "
-                                 "without credentials (use username/password)")
+        if self.url is not None and not re.match(r"^https?://[^/?#@]+([/?#]|$)", self.url):
+            raise ValueError("field 'url' must be http://host[:port] or https://host[:port], "
+                             "without credentials (use username/password)")
         if self.sip_uri is not None and not re.match(r"^sip:([^@;:]+@)?[^@:;]+(:\d{1,5})?(;.*)?$",
                                                      self.sip_uri):
             raise ValueError("field 'sip_uri' must look like sip:[user@]host[:port]")
@@ -330,7 +375,7 @@ class EscalationConfig(_Strict):
 class NotificationsConfig(_Strict):
     dry_run: bool = False
     """Record notifications under var_dir instead of sending them (demo, rehearsal)."""
-    public_url: str = "http://127.0.0.1:8080"
+    public_url: str = "http://127.0.0.1:8088"
     """Base of the acknowledgement and evidence links put in notifications."""
     ack_secret: str | None = None
     """HMAC secret of acknowledgement links (use ${ENV}); generated and kept in var_dir when unset."""
@@ -398,12 +443,29 @@ class PanicConfig(_Strict):
     http: PanicHttpConfig = PanicHttpConfig()
 
 
+class ClosureConfig(_Strict):
+    """An exceptional closure; times without an offset are in the site's timezone."""
+
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClosureConfig:
+        if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+            raise ValueError("give an offset on both start and end, or on neither")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class SiteConfig(_Strict):
     id: Identifier
     name: str
     timezone: str | None = None
     opening_hours: OpeningHours = OpeningHours()
     holidays: list[date] = []
+    closures: list[ClosureConfig] = []
     cameras: list[CameraConfig] = Field(min_length=1)
     speakers: list[SpeakerConfig] = []
     escalation: EscalationConfig
@@ -444,6 +506,22 @@ class Config(_Strict):
     @classmethod
     def _var_relative(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _zone_groups_exist(self) -> Config:
+        groups = set(self.model.class_groups)
+        for si, site in enumerate(self.sites):
+            for ci, camera in enumerate(site.cameras):
+                for zi, zone in enumerate(camera.zones):
+                    for period in ("closed", "open"):
+                        unknown = set(getattr(zone, period)) - groups
+                        if unknown:
+                            raise ValueError(
+                                f"sites[{si}].cameras[{ci}].zones[{zi}].{period}: unknown class group(s) "
+                                f"{', '.join(sorted(unknown))} "
+                                f"(model.class_groups has {', '.join(sorted(groups))})"
+                            )
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:

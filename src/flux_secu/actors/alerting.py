@@ -29,8 +29,15 @@ from flux_secu.alerts.notify import (
     RecordingNotifier,
     compose,
 )
+from flux_secu.alerts.ratelimit import RateLimiter
 from flux_secu.alerts.report import build_report
-from flux_secu.alerts.speakers import FileSpeakerDriver, SpeakerDriver
+from flux_secu.alerts.speakers import (
+    FileSpeakerDriver,
+    SpeakerDriver,
+    SpeakerError,
+    make_driver,
+    warning_wav,
+)
 from flux_secu.alerts.tts import synthesise
 from flux_secu.config import Config, ContactConfig, SiteConfig, StoreConfig
 from flux_secu.logs import configure_from_env
@@ -43,40 +50,80 @@ TICK_S = 0.5
 RETRY_FAILED_S = 30.0
 
 
+@dataclass
+class _Speaker:
+    id: str
+    driver: SpeakerDriver
+    wav: Path
+    zone_wavs: dict[str, Path]
+    repeat: int
+    min_interval_s: float
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class SpeakerActor:
-    """Plays the site's warning on each of its speakers, once per incident."""
+    """Plays the site's warning on each of its speakers, once per incident.
 
-    def __init__(self, site: SiteConfig, store: StoreConfig, var_dir: Path) -> None:
+    A failing speaker is recorded and the incident goes straight to the on-call chain: a warning
+    that could not be given must never pass in silence.
+    """
+
+    def __init__(self, site: SiteConfig, store: StoreConfig, var_dir: Path, escalation: Any = None,
+                 dry_run: bool = False) -> None:
         configure_from_env()
         self.site = site
         self.store = open_store(store)
-        self.speakers: list[tuple[str, SpeakerDriver, Path, int]] = []
+        self.escalation = escalation
+        self.limiter = RateLimiter()
+        self.speakers: list[_Speaker] = []
         for speaker in site.speakers:
             # Synthesised once, at start: a warning must not wait for speech synthesis.
-            wav = synthesise(speaker.message, speaker.voice, var_dir / "tts")
-            driver = FileSpeakerDriver(speaker.id, var_dir / "speakers" / site.id / speaker.id)
-            self.speakers.append((speaker.id, driver, wav, speaker.repeat))
+            wav = warning_wav(speaker, var_dir)
+            zone_wavs = {zone: synthesise(text, speaker.voice, var_dir / "tts")
+                         for zone, text in speaker.zone_messages.items()}
+            # A replay (dry run) never sounds a real speaker: plays are recorded as files.
+            driver = (FileSpeakerDriver(speaker.id, var_dir / "speakers" / site.id / speaker.id) if dry_run
+                      else make_driver(speaker, var_dir, site_id=site.id))
+            self.speakers.append(_Speaker(speaker.id, driver, wav, zone_wavs, speaker.repeat,
+                                          speaker.min_interval_s))
 
     def ready(self) -> int:
         return len(self.speakers)
 
     def warn(self, incident: Incident) -> int:
         """Returns the number of speakers that played (0 when already done for this incident)."""
-        played = 0
-        for speaker_id, driver, wav, repeat in self.speakers:
-            key = f"warning:{speaker_id}"
+        played, failures = 0, []
+        for speaker in self.speakers:
+            key = f"warning:{speaker.id}"
             if self.store.has_event(incident.id, key):
                 continue  # replayed after a restart: never announce twice
-            play = driver.play(incident.id, wav, repeat)
+            zone = f"{incident.camera}/{incident.zone}"  # zone ids are per camera
+            if not self.limiter.allow((speaker.id, zone), incident.opened_at, speaker.min_interval_s):
+                self.store.record_event(incident.id, "warning_skipped", time.time(),
+                                        {"speaker": speaker.id, "reason": "rate limit", "zone": zone},
+                                        key=f"warning_skipped:{speaker.id}")
+                continue
+            wav = speaker.zone_wavs.get(incident.zone, speaker.wav)
+            try:
+                play = speaker.driver.play(incident.id, wav, speaker.repeat)
+            except SpeakerError as exc:
+                failures.append(f"{speaker.id}: {exc}")
+                self.store.record_event(incident.id, "warning_failed", time.time(),
+                                        {"speaker": speaker.id, "error": str(exc)},
+                                        key=f"warning_failed:{speaker.id}")
+                log.error("warning_failed", incident=incident.id, site=self.site.id, speaker=speaker.id,
+                          error=str(exc))
+                continue
             self.store.record_event(incident.id, "warning", play.command_ts, {
-                "speaker": speaker_id, "wav": str(play.wav), "repeat": repeat,
-                "command_ts": play.command_ts,
+                "speaker": speaker.id, "wav": str(play.wav), "repeat": speaker.repeat,
+                "command_ts": play.command_ts, "zone": incident.zone,
             }, key=key)
             played += 1
-            log.debug("warning_played", incident=incident.id, site=self.site.id, speaker=speaker_id)
+            log.debug("warning_played", incident=incident.id, site=self.site.id, speaker=speaker.id)
         if played:
             self.store.set_state(incident.id, IncidentState.WARNED)
+        if failures and self.escalation is not None:
+            self.escalation.escalate.remote(incident, "Haut-parleur en panne : " + "; ".join(failures))
         return played
 
 
@@ -86,6 +133,7 @@ class _Active:
 
     incident: Incident
     steps: list[policy.Step]
+    reason: str = ""
     done: set[str] = field(default_factory=set)
     retry_at: dict[str, float] = field(default_factory=dict)
 
@@ -107,6 +155,7 @@ class EscalationActor:
         )
         self.secret = load_secret(config.notifications.ack_secret, config.var_dir)
         self.contacts = {c.name: c for c in self.esc.contacts}
+        self.all_contacts = {c.name: c for c in [*self.esc.contacts, self.esc.police, self.esc.manager] if c}
         self.rota = [policy.RotaEntry(e.starts, e.contact) for e in self.esc.rota]
         self.lock = threading.RLock()
         self.active: dict[str, _Active] = {}
@@ -125,21 +174,21 @@ class EscalationActor:
         with self.lock:
             now = time.time()
             order = policy.chain(list(self.contacts), self.rota, datetime.fromtimestamp(now, self.tz))
-            started = self.store.record_event(incident.id, "escalated", now, {
-                "reason": reason, "chain": order, "started_at": now,
-            }, key="escalated")
-            if not started:
-                return False
-            self.store.set_state(incident.id, IncidentState.ESCALATED)
-            self.log.info("escalation_started", incident=incident.id, chain=order)
-            if self.esc.police is not None and self.esc.police_on_verified:
-                self._notify(incident, self.esc.police, "police",
-                             reason="Intrusion confirmée après avertissement.")
-            self.active[incident.id] = _Active(
-                incident, policy.plan(order, now, self.esc.ack_timeout_s, self.esc.rounds)
-            )
-            self._run_due(now)
-            return True
+            at_once = [self.esc.police.name] if self.esc.police and self.esc.police_on_verified else []
+            return self._start(incident, order, self.esc.ack_timeout_s, self.esc.rounds, at_once, reason, now)
+
+    def _start(self, incident: Incident, order: list[str], step_s: float, rounds: int, at_once: list[str],
+               reason: str, now: float) -> bool:
+        """Record the plan in the store (so a restart resumes it), then send what is due."""
+        plan = {"reason": reason, "chain": order, "started_at": now, "step_s": step_s, "rounds": rounds,
+                "at_once": at_once}
+        if not self.store.record_event(incident.id, "escalated", now, plan, key="escalated"):
+            return False
+        self.store.set_state(incident.id, IncidentState.ESCALATED)
+        self.log.debug("escalation_started", incident=incident.id, chain=order, at_once=at_once)
+        self.active[incident.id] = _Active(incident, _steps(plan), reason)
+        self._run_due(now)
+        return True
 
     def acknowledge(self, incident_id: str, by: str, via: str = "api") -> bool:
         """Stop the chain; False when the incident was already acknowledged (or is unknown)."""
@@ -173,21 +222,24 @@ class EscalationActor:
     # --- panic button ---------------------------------------------------------------------------
 
     def panic(self, press: Any) -> str:
-        """An agent's panic press: incident with its proof, police and manager notified at once."""
+        """An agent's panic press: incident with its proof, police and manager notified at once.
+
+        Idempotent: the same press delivered twice (MQTT redelivery, ingress restart) changes nothing.
+        """
         with self.lock:
+            nonce = str(press.message_id).rsplit(":", 1)[-1]
             incident = Incident(
-                id=f"panic-{press.site}-{press.device_id}-{press.message_id}", kind=IncidentKind.PANIC,
+                id=f"panic-{press.site}-{press.device_id}-{nonce}", kind=IncidentKind.PANIC,
                 site=press.site, camera="", label=press.agent, opened_at=press.received_at,
             )
-            self.store.open_incident(incident)
+            if not self.store.open_incident(incident):
+                return incident.id
             self.store.record_event(incident.id, "panic_proof", press.received_at,
                                     asdict(press), key="proof")
-            self.store.set_state(incident.id, IncidentState.ESCALATED)
-            targets = [(c, k) for c, k in ((self.esc.police, "police"), (self.esc.manager, "manager")) if c]
-            if not targets:  # a config without police nor manager still reaches someone
-                targets = [(self.esc.contacts[0], "contact")]
-            for contact, key in targets:
-                self._notify(incident, contact, key, reason="Alerte déclenchée par un agent.")
+            at_once = [c.name for c in (self.esc.police, self.esc.manager) if c]
+            if not at_once:  # a config without police nor manager still reaches someone
+                at_once = [self.esc.contacts[0].name]
+            self._start(incident, [], 0.0, 1, at_once, "Alerte déclenchée par un agent.", time.time())
             self.log.warning("panic", incident=incident.id, device=press.device_id, agent=press.agent)
             return incident.id
 
@@ -228,11 +280,9 @@ class EscalationActor:
             started = next((e for e in events if e.key == "escalated"), None)
             if started is None:
                 continue
-            steps = policy.plan(started.data["chain"], started.data["started_at"],
-                                self.esc.ack_timeout_s, self.esc.rounds)
             done = {e.key for e in events if e.kind == "notification"}
-            self.active[inc.id] = _Active(inc, steps, done)
-            self.log.info("escalation_resumed", incident=inc.id, done=len(done), steps=len(steps))
+            self.active[inc.id] = _Active(inc, _steps(started.data), started.data.get("reason", ""), done)
+            self.log.info("escalation_resumed", incident=inc.id, done=len(done))
 
     def _ticker(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -249,14 +299,17 @@ class EscalationActor:
 
     def _run_due(self, now: float) -> None:
         for incident_id, active in list(self.active.items()):
+            if self.store.has_event(incident_id, "acknowledged"):
+                del self.active[incident_id]  # acknowledged elsewhere (API, another actor): stop
+                continue
             for step in policy.due(active.steps, now, active.done):
                 if active.retry_at.get(step.key, 0.0) > now:
                     continue
-                contact = self.contacts.get(step.contact)
+                contact = self.all_contacts.get(step.contact)
                 if contact is None:
                     active.done.add(step.key)
                     continue
-                if self._notify(active.incident, contact, step.key, step=step):
+                if self._notify(active.incident, contact, step.key, step=step, reason=active.reason):
                     active.done.add(step.key)
                 else:
                     active.retry_at[step.key] = now + RETRY_FAILED_S
@@ -285,3 +338,11 @@ class EscalationActor:
         self.log.info("notification_sent", incident=incident.id, contact=contact.name,
                       round=step.round if step else None)
         return True
+
+
+def _steps(plan: dict[str, Any]) -> list[policy.Step]:
+    """The steps of a recorded plan: the contacts notified at once, then the chain."""
+    started = float(plan["started_at"])
+    first = [policy.Step(-1, i, name, started) for i, name in enumerate(plan.get("at_once", []))]
+    chain = policy.plan(plan["chain"], started, float(plan.get("step_s", 0.0)), int(plan.get("rounds", 1)))
+    return first + chain

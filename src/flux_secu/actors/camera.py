@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import ray
@@ -34,6 +35,9 @@ log = structlog.get_logger("flux_secu.camera")
 MAX_IN_FLIGHT = 2
 STALE_AFTER_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+# A live camera decodes on one thread: the box runs one actor per camera, which is where the
+# parallelism is (see VideoSource). A replay decodes with FFmpeg's default threads.
+LIVE_DECODE_THREADS = 1
 
 
 @dataclass
@@ -62,6 +66,10 @@ class CameraActor:
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         configure_from_env()
+        # The per-frame OpenCV work here (colour conversion, motion-gate resize and blur, letterbox)
+        # is on small images: OpenCV's thread pool would cost more in thread wake-ups than it saves,
+        # and each of tens of camera processes would keep a pool of its own.
+        cv2.setNumThreads(1)
         self.site, self.config, self.spec, self.pool = site, camera, spec, pool
         self.realtime = realtime
         # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
@@ -89,7 +97,8 @@ class CameraActor:
         while not self._stop.is_set():
             try:
                 source = VideoSource(self.config.source, loop=self.config.loop and self.realtime,
-                                     realtime=self.realtime)
+                                     realtime=self.realtime,
+                                     decode_threads=LIVE_DECODE_THREADS if self.realtime else None)
             except SourceError as exc:
                 self.log.error("camera_open_failed", error=str(exc), retry_in_s=round(backoff, 1))
                 self.counters.reconnects += 1

@@ -12,6 +12,7 @@ import ray
 from flux_secu.actors.alerting import EscalationActor, SpeakerActor
 from flux_secu.actors.camera import CameraActor
 from flux_secu.actors.inference import InferencePool
+from flux_secu.actors.panic import PanicIngressActor
 from flux_secu.actors.rules import RulesActor
 from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.letterbox import LetterboxSpec
@@ -41,6 +42,7 @@ class Deployment:
     cameras: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, ray.ObjectRef] = field(default_factory=dict)
     spec: LetterboxSpec | None = None
+    ingress: Any = None
 
     @classmethod
     def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
@@ -51,15 +53,25 @@ class Deployment:
         config.var_dir.mkdir(parents=True, exist_ok=True)
         dep = cls(config)
         for site in config.sites:
+            escalation = EscalationActor.remote(site, config, dry_run)  # type: ignore[attr-defined]
+            dep.escalations[site.id] = escalation
             if site.speakers:
-                dep.speakers[site.id] = SpeakerActor.remote(site, config.store, config.var_dir)  # type: ignore[attr-defined]
-            dep.escalations[site.id] = EscalationActor.remote(site, config, dry_run)  # type: ignore[attr-defined]
+                dep.speakers[site.id] = SpeakerActor.remote(  # type: ignore[attr-defined]
+                    site, config.store, config.var_dir, escalation, dry_run
+                )
         dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
+        # The HTTP ingress serves panic webhooks and acknowledgement links; MQTT only with panic devices.
+        if any(site.panic for site in config.sites) or not (dry_run or config.notifications.dry_run):
+            dep.ingress = PanicIngressActor.remote(  # type: ignore[attr-defined]
+                config, dep.escalations, mqtt=any(site.panic for site in config.sites)
+            )
         model, _ = ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])
         dep.spec = model["spec"]
         # Speech is synthesised in the speaker actors' constructors; surface its errors now.
         ray.get([s.ready.remote() for s in [*dep.speakers.values(), *dep.escalations.values()]])
+        if dep.ingress is not None:
+            ray.get(dep.ingress.ready.remote())
         return dep
 
     def add_camera(
@@ -94,4 +106,6 @@ class Deployment:
         stats = ray.get(ready)
         if self.rules is not None:
             ray.get(self.rules.flush.remote(), timeout=timeout_s)
+        if self.ingress is not None:
+            ray.get(self.ingress.stop.remote(), timeout=timeout_s)
         return stats

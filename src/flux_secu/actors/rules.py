@@ -1,28 +1,35 @@
 """RulesActor: turns detections into incidents, and hands incidents to the site's speaker and escalation.
 
 Decisions use the frame's capture time (the pipeline clock), never the wall clock, so a replayed
-clip behaves like the night it pretends to be.
+clip behaves like the night it pretends to be. Per frame: zones and masks decide what each detection
+means (rules/policy.py), the tracker gives it an identity (rules/tracking.py), intrusion candidates
+feed the camera's presence confirmation (rules/presence.py), and a confirmed presence opens one
+incident, or joins the site's incident already open when another camera saw the intruder first.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import ray
 import structlog
 
-from flux_secu.config import Config
+from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import load_labels
 from flux_secu.logs import configure_from_env
-from flux_secu.rules.calendar import SiteCalendar
+from flux_secu.rules.calendar import Override, SiteCalendar, is_armed
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
+from flux_secu.rules.policy import CameraPolicy, Decision
 from flux_secu.rules.presence import PresenceConfirmed, PresenceEnded, PresenceTracker
 from flux_secu.rules.recheck import Rechecks
+from flux_secu.rules.tracking import IouTracker, iou_matrix
 from flux_secu.store import open_store
 from flux_secu.video.frame import FrameMeta
 
@@ -35,6 +42,25 @@ LATENCY_SAMPLES = 20_000
 # capturing it; a replayed frame's is on the pipeline clock (``--at``), which can be any date.
 # Frames whose hand-over is not within this many seconds after capture are replays: not counted.
 _LIVE_HANDOVER_MAX_S = 60.0
+OVERRIDE_REFRESH_S = 1.0
+STATIONARY_AFTER_S = 20.0
+"""A vehicle track that has not moved for this long is parked: remembered, never recorded again."""
+ACTIVITY_MIN_HITS = 3
+
+
+def override_key(site: str) -> str:
+    return f"override:{site}"
+
+
+@dataclass
+class _Camera:
+    """Everything the rules remember about one camera."""
+
+    policy: CameraPolicy
+    presence: PresenceTracker
+    tracker: IouTracker
+    recorded_tracks: set[int] = field(default_factory=set)
+    parked: list[npt.NDArray[np.float32]] = field(default_factory=list)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -44,70 +70,129 @@ class RulesActor:
         self.config = config
         self.store = open_store(config.store)
         self.speakers, self.escalations = speakers, escalations
-        labels = load_labels(config.model.labels)
-        if config.rules.person_label not in labels:
-            raise ValueError(f"rules.person_label {config.rules.person_label!r} is not a model label")
-        self.labels = labels
-        self.person_class = labels.index(config.rules.person_label)
+        self.labels = load_labels(config.model.labels)
         self.calendars = {
-            site.id: SiteCalendar(site.opening_hours, frozenset(site.holidays), config.site_timezone(site))
+            site.id: SiteCalendar(
+                site.opening_hours, frozenset(site.holidays), config.site_timezone(site),
+                tuple((_aware(c.start, config.site_timezone(site)), _aware(c.end, config.site_timezone(site)))
+                      for c in site.closures),
+            )
             for site in config.sites
         }
-        self.trackers: dict[str, PresenceTracker] = {}
+        self.cameras: dict[str, _Camera] = {}
         self.open_incidents: dict[str, str] = {}  # camera -> incident of its current presence
+        # site -> (incident, last sighting ts, camera of that sighting)
+        self.site_incident: dict[str, tuple[str, float, str]] = {}
         self.frames = 0
         self.pending: list[ray.ObjectRef] = []
         self.rechecks = Rechecks()
+        self._overrides: dict[str, Override | None] = {}
+        self._overrides_read = 0.0
         # (wall time the detections arrived, capture -> detections arrived in s), live frames only.
         self.latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
+
+    # --- per frame --------------------------------------------------------------------------------
 
     def observe(self, meta: FrameMeta, detections: Detections) -> None:
         self.frames += 1
         now = time.time()
         if 0.0 <= meta.sent_wall_ts - meta.capture_ts <= _LIVE_HANDOVER_MAX_S:
             self.latencies.append((now, now - meta.capture_ts))
+        cam = self._camera(meta)
         rules = self.config.rules
-        tracker = self.trackers.get(meta.camera)
-        if tracker is None:
-            tracker = PresenceTracker(rules.confirm_hits, rules.confirm_window, rules.clear_after_s)
-            self.trackers[meta.camera] = tracker
-        persons = detections.of_class(self.person_class, rules.min_score)
-        for change in tracker.observe(meta.capture_ts, len(persons) > 0):
+        armed = self.armed(meta.site, meta.capture_ts)
+        confident = detections.select(detections.confidence >= rules.min_score)
+        decisions = cam.policy.evaluate(confident, meta.geometry.width, meta.geometry.height, armed)
+        rows = np.array([d.index for d in decisions], np.intp)
+        groups = np.array([cam.policy.group_names.index(d.group) for d in decisions], np.int32)
+        track_ids = cam.tracker.update(meta.capture_ts, confident.xyxy[rows].reshape(-1, 4), groups)
+        intruders: list[tuple[Decision, int]] = []
+        for decision, track_id in zip(decisions, track_ids, strict=True):
+            track = cam.tracker.get(int(track_id))
+            if decision.action == "intrusion":
+                dwell = meta.capture_ts - track.first_seen if track else 0.0
+                if dwell >= decision.min_dwell_s:
+                    intruders.append((decision, int(track_id)))
+            elif decision.action == "event":
+                self._activity(meta, cam, confident, decision, int(track_id))
+        current = self.open_incidents.get(meta.camera)
+        if intruders and current is not None and self.site_incident.get(meta.site, ("",))[0] == current:
+            self.site_incident[meta.site] = (current, meta.capture_ts, meta.camera)
+        for change in cam.presence.observe(meta.capture_ts, bool(intruders)):
             if isinstance(change, PresenceConfirmed):
-                self._confirmed(meta, persons, change)
+                self._confirmed(meta, confident, intruders, change)
             elif isinstance(change, PresenceEnded):
                 self._ended(meta, change)
         for recheck in self.rechecks.due(meta.camera, meta.capture_ts):
-            seen = tracker.last_seen
-            still_there = (self.open_incidents.get(meta.camera) == recheck.incident.id and seen is not None
-                           and meta.capture_ts - seen <= rules.recheck_window_s)
-            self._after_recheck(recheck.incident, meta, still_there)
+            self._after_recheck(recheck.incident, meta)
 
-    def _confirmed(self, meta: FrameMeta, persons: Detections, change: PresenceConfirmed) -> None:
-        at = datetime.fromtimestamp(meta.capture_ts, UTC)
-        if self.calendars[meta.site].is_open(at):
-            return  # a person during opening hours is a customer
+    def _camera(self, meta: FrameMeta) -> _Camera:
+        cam = self.cameras.get(meta.camera)
+        if cam is None:
+            try:
+                _, camera_cfg = self.config.camera(meta.camera)
+            except KeyError:
+                # A camera added at runtime that this config does not list: default zones and policy.
+                log.warning("camera_not_in_config", camera=meta.camera, site=meta.site)
+                camera_cfg = CameraConfig(id=meta.camera, source="rtsp://unknown")
+            rules = self.config.rules
+            cam = _Camera(
+                CameraPolicy(camera_cfg, self.config.model.class_groups, self.labels),
+                PresenceTracker(rules.confirm_hits, rules.confirm_window, rules.clear_after_s),
+                IouTracker(),
+            )
+            self.cameras[meta.camera] = cam
+        return cam
+
+    def armed(self, site: str, ts: float) -> bool:
+        """Whether intrusion rules apply: closed by the calendar, unless an operator's override says not."""
+        if time.time() - self._overrides_read >= OVERRIDE_REFRESH_S:
+            self._overrides = {s: _override(self.store.get_setting(override_key(s))) for s in self.calendars}
+            self._overrides_read = time.time()
+        return is_armed(self.calendars[site], datetime.fromtimestamp(ts, UTC), self._overrides.get(site))
+
+    # --- intrusions -------------------------------------------------------------------------------
+
+    def _confirmed(self, meta: FrameMeta, dets: Detections, intruders: list[tuple[Decision, int]],
+                   change: PresenceConfirmed) -> None:
+        if not intruders:
+            return
+        merged = self.site_incident.get(meta.site)
+        if (merged is not None and merged[2] != meta.camera
+                and meta.capture_ts - merged[1] <= self.config.rules.merge_window_s):
+            # The same intruder walking from one camera's view to the next: one incident. (A new
+            # presence on the same camera, after the last one ended, is a new incident.)
+            self.open_incidents[meta.camera] = merged[0]
+            self.site_incident[meta.site] = (merged[0], meta.capture_ts, meta.camera)
+            self.store.record_event(merged[0], "seen_by", meta.capture_ts,
+                                    {"camera": meta.camera, "clip_time_s": meta.clip_time_s},
+                                    key=f"seen_by:{meta.camera}:{round(change.first_seen_ts * 1000)}")
+            return
+        best = max(intruders, key=lambda it: float(dets.confidence[it[0].index]))
+        rows = np.array([d.index for d, _ in intruders], np.intp)
         incident = Incident(
             id=incident_id(IncidentKind.INTRUSION, meta.camera, change.first_seen_ts),
             kind=IncidentKind.INTRUSION,
             site=meta.site,
             camera=meta.camera,
-            label=self.config.rules.person_label,
+            label=best[0].group,
             opened_at=meta.capture_ts,
             clip_time_s=round(meta.clip_time_s, 3),
             first_seen_ts=change.first_seen_ts,
-            score=round(float(persons.confidence.max()), 3) if len(persons) else 0.0,
-            detections=persons.to_list(self.labels),
+            score=round(float(dets.confidence[best[0].index]), 3),
+            detections=dets.select(rows).to_list(self.labels),
+            zone=best[0].zone,
         )
         self.open_incidents[meta.camera] = incident.id
+        self.site_incident[meta.site] = (incident.id, meta.capture_ts, meta.camera)
         if not self.store.open_incident(incident):
             return  # replayed after a restart: already announced
         self.store.record_event(incident.id, "confirmed", time.time(), {
             "frame_capture_ts": meta.capture_ts, "frame_sent_wall_ts": meta.sent_wall_ts,
-            "rules_wall_ts": time.time(),
+            "rules_wall_ts": time.time(), "zone": best[0].zone, "tracks": [t for _, t in intruders],
         })
         log.debug("incident_opened", incident=incident.id, site=meta.site, camera=meta.camera,
-                 clip_time_s=incident.clip_time_s)
+                  clip_time_s=incident.clip_time_s)
         speaker = self.speakers.get(meta.site)
         if speaker is not None:
             self.pending.append(speaker.warn.remote(incident))
@@ -116,9 +201,14 @@ class RulesActor:
             self._escalate(incident, "Site sans haut-parleur.")
         self.pending = [r for r in self.pending if not _done(r)]
 
-    def _after_recheck(self, incident: Incident, meta: FrameMeta, still_there: bool) -> None:
-        key = "recheck"
-        if not self.store.record_event(incident.id, key, meta.capture_ts,
+    def _after_recheck(self, incident: Incident, meta: FrameMeta) -> None:
+        window = self.config.rules.recheck_window_s
+        still_there = any(
+            inc == incident.id and (seen := self.cameras[cam].presence.last_seen) is not None
+            and meta.capture_ts - seen <= window
+            for cam, inc in self.open_incidents.items()
+        )
+        if not self.store.record_event(incident.id, "recheck", meta.capture_ts,
                                        {"still_there": still_there, "clip_time_s": meta.clip_time_s}):
             return
         if still_there:
@@ -137,7 +227,36 @@ class RulesActor:
         incident = self.open_incidents.pop(meta.camera, None)
         if incident is not None:
             self.store.record_event(incident, "presence_ended", meta.capture_ts,
-                                    {"last_seen_ts": change.last_seen_ts})
+                                    {"camera": meta.camera, "last_seen_ts": change.last_seen_ts},
+                                    key=f"presence_ended:{meta.camera}")
+
+    # --- activity (vehicles at night...) ----------------------------------------------------------
+
+    def _activity(self, meta: FrameMeta, cam: _Camera, dets: Detections, decision: Decision,
+                  track_id: int) -> None:
+        track = cam.tracker.get(track_id)
+        if track is None or track_id in cam.recorded_tracks:
+            parked = track is not None and track.stationary(STATIONARY_AFTER_S)
+            if parked and track is not None and not _known(cam.parked, track.box):
+                cam.parked.append(track.box.copy())  # a parked car: never recorded again
+            return
+        if track.hits < ACTIVITY_MIN_HITS:
+            return
+        cam.recorded_tracks.add(track_id)
+        if _known(cam.parked, track.box):
+            return  # the same parked vehicle, found again after an occlusion
+        activity = Incident(
+            id=f"activity-{meta.camera}-{round(track.first_seen * 1000)}-{track_id}",
+            kind=IncidentKind.ACTIVITY, site=meta.site, camera=meta.camera, label=decision.group,
+            opened_at=meta.capture_ts, clip_time_s=round(meta.clip_time_s, 3), first_seen_ts=track.first_seen,
+            score=round(float(dets.confidence[decision.index]), 3),
+            detections=dets.select(np.array([decision.index])).to_list(self.labels),
+        )
+        if self.store.open_incident(activity):
+            self.store.set_state(activity.id, IncidentState.CLOSED)
+            self.store.record_event(activity.id, "activity", meta.capture_ts, {"zone": decision.zone})
+
+    # --- housekeeping -----------------------------------------------------------------------------
 
     def flush(self) -> int:
         """Wait for the warnings and notifications already handed out; returns how many."""
@@ -149,7 +268,21 @@ class RulesActor:
         """Counters, and the capture-to-detection latency of live frames that reached the rules at
         or after wall time ``since`` (default: every sample kept)."""
         values = [lat for ts, lat in self.latencies if since is None or ts >= since]
-        return {"frames": self.frames, "cameras": len(self.trackers), "latency_ms": _summary_ms(values)}
+        return {"frames": self.frames, "cameras": len(self.cameras), "latency_ms": _summary_ms(values)}
+
+
+def _known(parked: list[npt.NDArray[np.float32]], box: npt.NDArray[np.float32]) -> bool:
+    return bool(parked) and float(iou_matrix(np.array(parked), box[None]).max()) >= 0.7
+
+
+def _override(data: dict[str, Any] | None) -> Override | None:
+    if data is None:
+        return None
+    return Override(bool(data["armed"]), float(data["until"]), str(data.get("by", "")))
+
+
+def _aware(value: datetime, tz: Any) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
 
 def _summary_ms(values: list[float]) -> dict[str, float | int | None]:

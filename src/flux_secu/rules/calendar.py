@@ -20,6 +20,8 @@ class SiteCalendar:
     opening_hours: OpeningHours
     holidays: frozenset[date]
     timezone: ZoneInfo
+    closures: tuple[tuple[datetime, datetime], ...] = ()
+    """Exceptional closures (strike, works, weather), each from start to end."""
 
     def is_open(self, at: datetime) -> bool:
         if at.tzinfo is None:
@@ -27,8 +29,26 @@ class SiteCalendar:
         local = at.astimezone(self.timezone)
         if local.date() in self.holidays:
             return False
+        if any(start <= at < end for start, end in self.closures):
+            return False
         now = local.time().replace(tzinfo=None)
         return any(r.start <= now < r.end for r in self.opening_hours.for_weekday(local.weekday()))
 
     def is_closed(self, at: datetime) -> bool:
         return not self.is_open(at)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A manual arm/disarm of a site by an operator, until ``until`` (epoch s): a late delivery..."""
+
+    armed: bool
+    until: float
+    by: str = ""
+
+
+def is_armed(calendar: SiteCalendar, at: datetime, override: Override | None) -> bool:
+    """The intrusion rules apply when the site is closed, unless an unexpired override says otherwise."""
+    if override is not None and at.timestamp() < override.until:
+        return override.armed
+    return calendar.is_closed(at)

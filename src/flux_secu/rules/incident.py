@@ -11,6 +11,8 @@ class IncidentKind(StrEnum):
     INTRUSION = "intrusion"
     PANIC = "panic"
     CAMERA_FAULT = "camera_fault"
+    ACTIVITY = "activity"
+    """Recorded, not alarming: a vehicle at night outside any intrusion zone."""
 
 
 class IncidentState(StrEnum):
@@ -36,6 +38,7 @@ class Incident:
     first_seen_ts: float | None = None
     score: float = 0.0
     detections: list[dict[str, Any]] = field(default_factory=list)
+    zone: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

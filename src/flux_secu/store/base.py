@@ -13,6 +13,10 @@ from typing import Any, Protocol
 from flux_secu.rules.incident import Incident, IncidentState
 
 
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached, even after retrying for a while (a networked store only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     seq: int
@@ -51,5 +55,11 @@ class Store(Protocol):
     def claim(self, key: str, ts: float, data: dict[str, Any]) -> bool:
         """Record a one-off action outside any incident (a sent report); False when already claimed."""
         ...
+
+    def put_setting(self, key: str, data: dict[str, Any]) -> None:
+        """Set a small runtime setting (a site's arm/disarm override), replacing the previous value."""
+        ...
+
+    def get_setting(self, key: str) -> dict[str, Any] | None: ...
 
     def close(self) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (incident_id, key)
 );
 CREATE INDEX IF NOT EXISTS events_incident ON events(incident_id);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -48,29 +53,49 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        # rowcount is sqlite3_changes() of the connection, read after the statement: two threads
+        # writing through this one connection (an actor with max_concurrency, a ticker thread)
+        # could each read the other's count and both believe they inserted. One write at a time.
+        self._write_lock = threading.Lock()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._write_lock:
+            return self._db.execute(sql, args).rowcount
 
     def open_incident(self, incident: Incident) -> bool:
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO incidents (id, kind, site, camera, state, opened_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                incident.id, str(incident.kind), incident.site, incident.camera,
-                str(IncidentState.OPEN), incident.opened_at, json.dumps(incident.to_dict()),
-            ),
-        )
-        created = cursor.rowcount == 1
-        if created:
-            self.record_event(incident.id, "opened", incident.opened_at, incident.to_dict())
+        # The incident and its "opened" event in one transaction: a crash between the two would
+        # leave an incident without its first event, and another writer could slip an event of the
+        # incident in before "opened".
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                created = self._db.execute(
+                    "INSERT OR IGNORE INTO incidents (id, kind, site, camera, state, opened_at, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        incident.id, str(incident.kind), incident.site, incident.camera,
+                        str(IncidentState.OPEN), incident.opened_at, json.dumps(incident.to_dict()),
+                    ),
+                ).rowcount == 1
+                if created:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO events (incident_id, key, kind, ts, data) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (incident.id, "opened", "opened", incident.opened_at, json.dumps(incident.to_dict())),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return created
 
     def record_event(
         self, incident_id: str, kind: str, ts: float, data: dict[str, Any], key: str | None = None
     ) -> bool:
-        cursor = self._db.execute(
+        return self._write(
             "INSERT OR IGNORE INTO events (incident_id, key, kind, ts, data) VALUES (?, ?, ?, ?, ?)",
             (incident_id, key or kind, kind, ts, json.dumps(data)),
-        )
-        return cursor.rowcount == 1
+        ) == 1
 
     def has_event(self, incident_id: str, key: str) -> bool:
         row = self._db.execute(
@@ -79,7 +104,7 @@ class SQLiteStore:
         return row is not None
 
     def set_state(self, incident_id: str, state: IncidentState) -> None:
-        self._db.execute("UPDATE incidents SET state = ? WHERE id = ?", (str(state), incident_id))
+        self._write("UPDATE incidents SET state = ? WHERE id = ?", (str(state), incident_id))
 
     def incidents(self) -> list[StoredIncident]:
         rows = self._db.execute("SELECT data, state FROM incidents ORDER BY opened_at, id").fetchall()
@@ -95,10 +120,20 @@ class SQLiteStore:
         return [StoredEvent(s, i, key, k, t, json.loads(d)) for s, i, key, k, t, d in rows]
 
     def claim(self, key: str, ts: float, data: dict[str, Any]) -> bool:
-        cursor = self._db.execute(
+        return self._write(
             "INSERT OR IGNORE INTO claims (key, ts, data) VALUES (?, ?, ?)", (key, ts, json.dumps(data))
+        ) == 1
+
+    def put_setting(self, key: str, data: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, data) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET data = excluded.data",
+            (key, json.dumps(data)),
         )
-        return cursor.rowcount == 1
+
+    def get_setting(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT data FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def close(self) -> None:
         self._db.close()

@@ -35,6 +35,11 @@ class VideoSource:
 
     ``realtime=True`` paces a file at its own frame rate, as a camera would deliver it;
     ``realtime=False`` reads as fast as the machine allows (evaluation).
+
+    ``decode_threads`` caps FFmpeg's decoding threads for this source (None: FFmpeg's default, one
+    per core). A live camera wants 1: a box decodes tens of streams at once, so each stream's own
+    frame threads only add threads, buffered frames (memory, and a frame of delay per thread) and
+    hand-off costs; a replay read as fast as possible wants the default.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class VideoSource:
         *,
         loop: bool = False,
         realtime: bool = True,
+        decode_threads: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -50,6 +56,7 @@ class VideoSource:
         self.is_live = is_url(source)
         self.loop = loop and not self.is_live
         self.realtime = realtime and not self.is_live
+        self.decode_threads = decode_threads
         self._sleep, self._monotonic = sleep, monotonic
         self._cap: cv2.VideoCapture | None = None
         self._loop_index = 0
@@ -64,7 +71,8 @@ class VideoSource:
 
     def open(self) -> None:
         self.close()
-        cap = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG)
+        params = [] if self.decode_threads is None else [cv2.CAP_PROP_N_THREADS, self.decode_threads]
+        cap = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             raise SourceError(f"cannot open video source {self.name}")
         self._cap = cap

@@ -1,0 +1,587 @@
+"""How many cameras does this machine sustain? N live cameras through the real pipeline.
+
+What runs
+    The real actor graph (``flux_secu.actors.graph.Deployment`` on an embedded local Ray): N
+    ``CameraActor`` (decode, sample to 5 detect fps, motion gate, letterbox), the ``InferencePool``
+    with its YOLOX-Nano ``InferenceActor`` (the demo's settings: 1 actor, 1 intra-op thread,
+    max_batch 4, max_wait_ms 5), the ``RulesActor``, and per site one ``SpeakerActor`` and one
+    ``EscalationActor`` with a SQLite store in a scratch directory. The cameras are spread over
+    ``SITES`` sites (the agglomeration has ~10), every site closed (empty ``opening_hours``), so a
+    person is a real intrusion: incidents are opened, warnings played (file driver), contacts
+    notified (recorded to a file).
+
+The streams (built once with ffmpeg into ``benchmarks/.cache/``, never committed)
+    A typical camera substream: 640x360, 25 fps, H.264 (main profile, no B-frames, GOP 2 s,
+    ~600 kbit/s), made from ``one-by-one-person-detection.mp4`` (768x432, 10 fps) of the shared
+    assets. Two segments: EMPTY = the clip's empty first 5.6 s (frames 0-55; the person's first
+    pixels appear at frame 60) played forwards then backwards (11.2 s, no cut in the scene), and
+    PRESENCE = clip seconds 5.6-20.5 (one person walks in, around and out, ~12.8 s visible). A night
+    stream is EMPTY x ``EMPTY_REPEATS`` with PRESENCE inserted once: a ~105 s cycle in which someone
+    is on site ~12 % of the time ("mostly empty scenes with intrusions now and then"). ``VARIANTS``
+    streams put the PRESENCE at different places (offsets of 11.2 s); camera i plays variant
+    i % VARIANTS, looped, paced at 25 fps like a live camera, and
+    cameras start at different moments (they are added step by step), so intrusions do not line up.
+    Upsampling 10 -> 25 fps repeats frames, which the encoder stores as cheap P-frames: decoding
+    costs ~0.55 ms of CPU per frame here, the figure measured for real 360p25 streams; the run
+    measures it again and reports it (``decode_ms_per_frame``).
+
+The sweep
+    Cameras are added in steps (5, 10, 20, 30, ... ``--steps``); after each step every new camera
+    answers, the pipeline warms up for ``--warmup`` s, then a ``--window`` s measurement runs:
+      - latency: capture -> detections at the rules (``RulesActor.stats(since=...)``: wall time at
+        the rules minus the camera's capture time, for every analysed frame in the window): p50,
+        p95, p99;
+      - camera counters (``CameraActor.stats()`` deltas over the window);
+      - CPU: user+system time of the driver and every Ray process (gcs_server, raylet, workers)
+        over the window, split by role (camera actors, inference actor, rest);
+      - memory at the end of the window: the sum of PSS (proportional set size: a shared page counts
+        once, split among the processes that map it) of the driver and every Ray process.
+        ``rss_mib_total`` is that PSS sum; plain RSS summed would count cv2/numpy/ray shared
+        libraries once per process.
+    N is *sustained* when p95 latency < 1 s and no camera is starved. A camera is **starved** in a
+    window when any of these holds:
+      - it decoded fewer than 95 % of its source's frames (25 fps x window): decoding does not keep
+        up with real time, so the live stream would lag and lose packets;
+      - more than 10 % of the frames its motion gate let through were dropped (newest wins,
+        stale) or lost instead of analysed;
+      - it got fewer than 80 % of the heartbeat frames (one per ``heartbeat_s`` = 2 s) analysed:
+        even a still scene must be looked at.
+    The sweep stops at the first N that is not sustained; ``max_cameras`` is the last one that was.
+
+The bare model (the project's yardstick, same machine, same run, before Ray starts)
+    YOLOX-Nano in a plain process: onnxruntime CPU, 1 intra-op thread, letterbox + run + decode +
+    NMS of PRESENCE frames one at a time, as fast as possible: ``bare_model_fps``.
+    ``detector_frames_ratio`` = detector frames/s the N cameras demand (frames that passed their
+    motion gate, analysed or dropped) / ``bare_model_fps``: the share of one core's worth of
+    detector the deployment needs. ``ungated_ratio`` is the same without the motion gate (N x 5 fps).
+
+Output
+    One line per step on stderr, ``benchmarks/results/cameras.json`` and ``cameras.png`` (scaling
+    curve), and the summary JSON object as the last line of stdout:
+    ``{"max_cameras", "p95_latency_ms", "cpu_per_camera", "rss_mib_total", "detector_frames_ratio",
+    "bare_model_fps", "machine", ...}``, the figures at ``max_cameras``.
+    ``cpu_per_camera`` is the whole deployment's CPU (all processes) / N, in % of one core.
+
+Run (serialise CPU-heavy runs on this 2-core box):
+    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py            # ~8-10 min
+    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py --quick    # ~2-3 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Before Ray is imported anywhere: every Ray listener on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+SOURCE_CLIP = ASSETS / "videos" / "one-by-one-person-detection.mp4"
+MODEL = ASSETS / "models" / "yolox_nano.onnx"
+LABELS = ASSETS / "models" / "coco80_labels.txt"
+CACHE = ROOT / "benchmarks" / ".cache"
+RESULTS = ROOT / "benchmarks" / "results"
+
+WIDTH, HEIGHT, FPS = 640, 360, 25
+DETECT_FPS = 5.0
+EMPTY_REPEATS = 8  # 8 x 11.2 s of empty scene + 15 s with a person = a 105 s cycle
+VARIANTS = EMPTY_REPEATS + 1  # every place the person can come in
+SITES = 10
+CLIP_VERSION = "v2"  # bump when the recipe below changes: the cache is keyed on it
+
+LATENCY_BUDGET_MS = 1000.0
+MIN_READ_SHARE = 0.95
+MAX_DROP_SHARE = 0.10
+MIN_HEARTBEAT_SHARE = 0.80
+MEMORY_TARGET_MIB = 6 * 1024
+FULL_STEPS = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+QUICK_STEPS = [5, 20, 40, 60]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------- streams
+
+_ENCODE = ["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main", "-bf", "0",
+           "-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
+           "-b:v", "600k", "-maxrate", "800k", "-bufsize", "800k", "-pix_fmt", "yuv420p", "-an"]
+_SHAPE = f"fps={FPS},scale={WIDTH}:{HEIGHT}"
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def make_streams(cache: Path = CACHE) -> list[Path]:
+    """The VARIANTS night streams (see the module docstring); built once, then reused."""
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("ffmpeg is needed to build the benchmark streams (apt-get install ffmpeg)")
+    folder = cache / f"streams-{CLIP_VERSION}"
+    variants = [folder / f"night-{j}.mp4" for j in range(VARIANTS)]
+    if all(v.is_file() for v in variants):
+        return variants
+    folder.mkdir(parents=True, exist_ok=True)
+    empty, presence = folder / "empty.mp4", folder / "presence.mp4"
+    log(f"building {VARIANTS} streams {WIDTH}x{HEIGHT}@{FPS} in {folder}")
+    # Empty scene: frames 0-55 forwards then backwards, so that looping it shows no cut.
+    _ffmpeg("-i", str(SOURCE_CLIP), "-filter_complex",
+            "[0:v]trim=start_frame=0:end_frame=56,setpts=PTS-STARTPTS,split[a][b];[b]reverse[r];"
+            f"[a][r]concat=n=2:v=1,{_SHAPE}[v]", "-map", "[v]", *_ENCODE, str(empty))
+    # A person walks in (clip frame 63), around, and out (frame 191).
+    _ffmpeg("-i", str(SOURCE_CLIP), "-vf",
+            f"trim=start_frame=56:end_frame=205,setpts=PTS-STARTPTS,{_SHAPE}", *_ENCODE, str(presence))
+    for j, out in enumerate(variants):
+        parts = [empty] * j + [presence] + [empty] * (EMPTY_REPEATS - j)
+        listing = folder / f"night-{j}.txt"
+        listing.write_text("".join(f"file '{p.name}'\n" for p in parts))
+        _ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(out))
+        listing.unlink()
+    return variants
+
+
+# ------------------------------------------------------------------------------ bare references
+
+
+def bare_references(stream: str, presence: str, seconds: float) -> dict[str, float]:
+    """Bare YOLOX-Nano frames/s and decode CPU per frame, in a fresh process (run before Ray)."""
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "threads;1"
+    import cv2
+
+    from flux_secu.config import ModelConfig
+    from flux_secu.detect.letterbox import letterbox
+    from flux_secu.detect.model import Detector
+
+    cv2.setNumThreads(1)
+    # Decode: the night stream, as a camera reads it (every frame decoded, 1 in 5 converted).
+    cap = cv2.VideoCapture(stream, cv2.CAP_FFMPEG)
+    decoded, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall0 < min(seconds, 4.0):
+        if not cap.grab():
+            cap.release()
+            cap = cv2.VideoCapture(stream, cv2.CAP_FFMPEG)
+            continue
+        decoded += 1
+        if decoded % round(FPS / DETECT_FPS) == 0:
+            cap.retrieve()
+    decode_ms = (time.process_time() - cpu0) / decoded * 1000
+    cap.release()
+
+    frames = []
+    cap = cv2.VideoCapture(presence, cv2.CAP_FFMPEG)
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    frames = frames[:: round(FPS / DETECT_FPS)]  # the frames a camera would sample: empty and person
+    config = ModelConfig(path=MODEL, labels=LABELS, input_size=416, score_threshold=0.25,
+                         intra_op_threads=1)
+    detector = Detector(config)
+    spec = detector.spec
+
+    def one(image: Any) -> None:
+        canvas, geometry = letterbox(image, spec)
+        detector.detect([canvas], [geometry])
+
+    for image in frames[:10]:  # warm-up
+        one(image)
+    count, wall0 = 0, time.perf_counter()
+    while time.perf_counter() - wall0 < seconds:
+        one(frames[count % len(frames)])
+        count += 1
+    fps = count / (time.perf_counter() - wall0)
+    return {"bare_model_fps": round(fps, 1), "bare_model_ms": round(1000 / fps, 2),
+            "decode_ms_per_frame": round(decode_ms, 3)}
+
+
+# ----------------------------------------------------------------------------------- deployment
+
+
+def build_config(streams: list[Path], max_cameras: int, scratch: Path) -> Any:
+    from flux_secu.config import parse_config
+
+    sites: list[dict[str, Any]] = [
+        {
+            "id": f"site-{s:02d}",
+            "name": f"Déchetterie {s:02d}",
+            "opening_hours": {},  # closed all week: a person is an intruder
+            "cameras": [],
+            "speakers": [{"id": f"hp-{s:02d}"}],
+            "escalation": {"contacts": [{"name": "Astreinte", "channels": ["json://127.0.0.1:9/bench"]}]},
+        }
+        for s in range(min(SITES, max_cameras))
+    ]
+    for i in range(max_cameras):
+        sites[i % len(sites)]["cameras"].append({
+            "id": f"cam-{i:03d}", "source": str(streams[i % len(streams)]),
+            "detect_fps": DETECT_FPS, "loop": True,
+        })
+    data = {
+        "timezone": "Europe/Paris",
+        "var_dir": str(scratch / "var"),
+        "model": {"path": str(MODEL), "labels": str(LABELS), "kind": "yolox", "input_size": 416,
+                  "score_threshold": 0.25, "nms_iou": 0.45, "intra_op_threads": 1},
+        "inference": {"actors": 1, "max_batch": 4, "max_wait_ms": 5},
+        "store": {"kind": "sqlite", "path": str(scratch / "var" / "flux-secu.db")},
+        "rules": {"person_label": "person", "min_score": 0.25, "confirm_hits": 3, "confirm_window": 5,
+                  "clear_after_s": 3.0},
+        "sites": sites,
+    }
+    return parse_config(data, scratch)
+
+
+# --------------------------------------------------------------------------------- measurement
+
+
+def _role(proc: Any) -> str:
+    try:
+        name = proc.name()
+        cmd = " ".join(proc.cmdline())
+    except Exception:
+        return "gone"
+    for actor in ("CameraActor", "InferenceActor", "InferencePool", "RulesActor", "SpeakerActor",
+                  "EscalationActor"):
+        if f"ray::{actor}" in cmd or name.startswith(f"ray::{actor}"):
+            return actor
+    if "raylet" in name or "raylet" in cmd.split(" ")[0]:
+        return "raylet"
+    if "gcs_server" in name or "gcs_server" in cmd.split(" ")[0]:
+        return "gcs_server"
+    if "ray::" in cmd or name.startswith("ray::"):
+        return "ray_worker_other"
+    return "ray_other"
+
+
+def session_processes() -> list[Any]:
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def cpu_times() -> dict[int, tuple[str, float]]:
+    out = {}
+    for proc in session_processes():
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = (_role(proc) if proc.pid != os.getpid() else "driver", t.user + t.system)
+        except Exception:
+            continue
+    return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy jiffies, total jiffies) of the whole machine, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def memory() -> dict[str, float]:
+    pss: dict[str, float] = {}
+    rss_sum = 0.0
+    for proc in session_processes():
+        try:
+            info = proc.memory_full_info()
+            role = "driver" if proc.pid == os.getpid() else _role(proc)
+        except Exception:
+            continue
+        pss[role] = pss.get(role, 0.0) + info.pss / 2**20
+        rss_sum += info.rss / 2**20
+    return {"pss_mib_total": round(sum(pss.values()), 1), "rss_mib_naive_sum": round(rss_sum, 1),
+            **{f"pss_mib_{k}": round(v, 1) for k, v in sorted(pss.items())}}
+
+
+@dataclass
+class Step:
+    n: int
+    window_s: float
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p99_latency_ms: float | None
+    max_latency_ms: float | None
+    latency_samples: int
+    cpu_cores_total: float
+    cpu_cores_cameras: float
+    cpu_cores_inference: float
+    cpu_cores_other: float
+    cpu_per_camera: float
+    machine_busy_pct: float
+    read_fps_per_camera_min: float
+    detector_fps_demanded: float
+    detector_fps_done: float
+    detector_frames_ratio: float
+    ungated_ratio: float
+    drops: int
+    lost: int
+    offered: int
+    starved: list[str]
+    sustained: bool
+    memory: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rss_mib_total(self) -> float:
+        return self.memory.get("pss_mib_total", 0.0)
+
+
+def measure(dep: Any, n: int, window_s: float, bare_fps: float, heartbeat_s: float) -> Step:
+    import ray
+
+    cams0 = {s["camera"]: s for s in dep.camera_stats()}
+    cpu0, busy0 = cpu_times(), machine_busy()
+    wall0, mono0 = time.time(), time.monotonic()
+    time.sleep(window_s)
+    cams1 = {s["camera"]: s for s in dep.camera_stats()}
+    cpu1, busy1 = cpu_times(), machine_busy()
+    elapsed = time.monotonic() - mono0
+    rules = ray.get(dep.rules.stats.remote(since=wall0))
+    lat = rules["latency_ms"]
+
+    roles: dict[str, float] = {}
+    for pid, (role, t1) in cpu1.items():
+        t0 = cpu0.get(pid, (role, 0.0))[1]
+        roles[role] = roles.get(role, 0.0) + (t1 - t0) / elapsed
+    total = sum(roles.values())
+    cams_cpu = roles.get("CameraActor", 0.0)
+    infer_cpu = roles.get("InferenceActor", 0.0)
+    busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1.0) * 100
+
+    starved, drops, lost, offered, done, min_read = [], 0, 0, 0, 0, float("inf")
+    for cam, s1 in cams1.items():
+        s0 = cams0.get(cam)
+        if s0 is None:
+            continue
+        d = {k: s1[k] - s0[k] for k in ("frames_read", "frames_sent", "frames_done", "frames_lost", "drops")}
+        cam_offered = d["frames_sent"] + d["drops"]
+        drops, lost, offered, done = drops + d["drops"], lost + d["frames_lost"], offered + cam_offered, \
+            done + d["frames_done"]
+        read_fps = d["frames_read"] / elapsed
+        min_read = min(min_read, read_fps)
+        why = []
+        if d["frames_read"] < MIN_READ_SHARE * FPS * elapsed:
+            why.append(f"decodes {read_fps:.1f} fps < {MIN_READ_SHARE:.0%} of {FPS}")
+        if cam_offered and (d["drops"] + d["frames_lost"]) > MAX_DROP_SHARE * cam_offered:
+            why.append(f"dropped {d['drops'] + d['frames_lost']}/{cam_offered}")
+        if d["frames_done"] < MIN_HEARTBEAT_SHARE * elapsed / heartbeat_s:
+            why.append(f"analysed {d['frames_done']} < {MIN_HEARTBEAT_SHARE:.0%} of heartbeats")
+        if why:
+            starved.append(f"{cam}: {', '.join(why)}")
+
+    demanded = offered / elapsed
+    p95 = lat["p95"]
+    sustained = p95 is not None and p95 < LATENCY_BUDGET_MS and not starved and len(cams1) == n
+    return Step(
+        n=n, window_s=round(elapsed, 1),
+        p50_latency_ms=lat["p50"], p95_latency_ms=p95, p99_latency_ms=lat["p99"], max_latency_ms=lat["max"],
+        latency_samples=lat["n"],
+        cpu_cores_total=round(total, 3), cpu_cores_cameras=round(cams_cpu, 3),
+        cpu_cores_inference=round(infer_cpu, 3), cpu_cores_other=round(total - cams_cpu - infer_cpu, 3),
+        cpu_per_camera=round(total / n * 100, 2), machine_busy_pct=round(busy, 1),
+        read_fps_per_camera_min=round(min_read, 2),
+        detector_fps_demanded=round(demanded, 1), detector_fps_done=round(done / elapsed, 1),
+        detector_frames_ratio=round(demanded / bare_fps, 3),
+        ungated_ratio=round(n * DETECT_FPS / bare_fps, 3),
+        drops=drops, lost=lost, offered=offered, starved=starved, sustained=sustained,
+    )
+
+
+def wait_ready(cameras: list[Any], timeout_s: float = 120.0) -> None:
+    """Every camera actor answers (created, its worker process up) and has read a frame."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    pending = list(cameras)
+    while pending and time.monotonic() < deadline:
+        stats = ray.get([c.stats.remote() for c in pending], timeout=max(1.0, deadline - time.monotonic()))
+        pending = [c for c, s in zip(pending, stats, strict=True) if s["frames_read"] == 0]
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"{len(pending)} cameras did not start within {timeout_s} s")
+
+
+def machine_description() -> str:
+    import psutil
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    gpu = "GPU" if shutil.which("nvidia-smi") else "no GPU"
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({model}), "
+            f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {gpu}, Python {platform.python_version()}")
+
+
+# ---------------------------------------------------------------------------------------- plot
+
+
+def plot(steps: list[Step], summary: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [s.n for s in steps]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0][0]
+    ax.plot(ns, [s.p95_latency_ms or 0 for s in steps], "o-", label="p95")
+    ax.plot(ns, [s.p50_latency_ms or 0 for s in steps], "s--", label="p50")
+    ax.axhline(LATENCY_BUDGET_MS, color="red", lw=1, label="budget 1 s")
+    ax.set_ylabel("capture -> detection (ms)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    ax.stackplot(ns, [s.cpu_cores_cameras for s in steps], [s.cpu_cores_inference for s in steps],
+                 [s.cpu_cores_other for s in steps], labels=["camera actors", "inference actor", "rest"],
+                 alpha=0.8)
+    ax.axhline(os.cpu_count() or 2, color="red", lw=1, label="cores")
+    ax.set_ylabel("CPU (cores)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[1][0]
+    ax.plot(ns, [s.rss_mib_total / 1024 for s in steps], "o-", label="PSS, all processes")
+    ax.axhline(MEMORY_TARGET_MIB / 1024, color="red", lw=1, label="target 6 GiB")
+    ax.set_ylabel("memory (GiB)")
+    ax.set_xlabel("cameras")
+    ax.legend(fontsize=8)
+    ax = axes[1][1]
+    ax.plot(ns, [s.detector_fps_demanded for s in steps], "o-", label="demanded (motion-gated)")
+    ax.plot(ns, [s.detector_fps_done for s in steps], "s--", label="analysed")
+    ax.plot(ns, [s.n * DETECT_FPS for s in steps], ":", color="grey", label="ungated (N x 5 fps)")
+    ax.axhline(summary["bare_model_fps"], color="red", lw=1, label="bare model, 1 core")
+    ax.set_ylabel("detector frames/s")
+    ax.set_xlabel("cameras")
+    ax.legend(fontsize=8)
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+        if summary["max_cameras"]:
+            a.axvline(summary["max_cameras"], color="green", lw=1, ls="--")
+    fig.suptitle(f"flux-secu: cameras (640x360@25, 5 detect fps, motion-gated) on {os.cpu_count()} cores — "
+                 f"max sustained {summary['max_cameras']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"steps {QUICK_STEPS}, short windows (~3 min)")
+    parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="comma-separated camera counts, increasing")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds after each step (default 12)")
+    parser.add_argument("--window", type=float, default=None, help="measurement seconds (default 30)")
+    parser.add_argument("--keep-going", action="store_true", help="do not stop at the first failing step")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    steps_n = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
+    warmup = args.warmup if args.warmup is not None else (6.0 if args.quick else 12.0)
+    window = args.window if args.window is not None else (15.0 if args.quick else 30.0)
+
+    started = time.monotonic()
+    streams = make_streams()
+    presence = streams[0].parent / "presence.mp4"
+    log("bare references (no Ray running) ...")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        bare = pool.apply(bare_references, (str(streams[0]), str(presence), 3.0 if args.quick else 6.0))
+    log(f"bare YOLOX-Nano: {bare['bare_model_fps']} frames/s ({bare['bare_model_ms']} ms), "
+        f"decode {bare['decode_ms_per_frame']} ms/frame")
+
+    import ray
+
+    from flux_secu.actors.graph import Deployment, init_local_ray
+
+    scratch = Path(tempfile.mkdtemp(prefix="flux-secu-bench-cameras-"))
+    config = build_config(streams, max(steps_n), scratch)
+    cameras = [(site.id, cam) for site in config.sites for cam in site.cameras]
+    cameras.sort(key=lambda sc: sc[1].id)  # cam-000, cam-001, ...: sites and variants interleaved
+    heartbeat_s = cameras[0][1].motion.heartbeat_s
+    results: list[Step] = []
+    init_local_ray()
+    try:
+        t0 = time.monotonic()
+        dep = Deployment.build(config)
+        log(f"graph up in {time.monotonic() - t0:.1f} s ({len(config.sites)} sites)")
+        for n in steps_n:
+            t0 = time.monotonic()
+            new = [dep.add_camera(site_id, cam) for site_id, cam in cameras[len(dep.cameras):n]]
+            wait_ready(new)
+            log(f"N={n}: {len(new)} cameras added in {time.monotonic() - t0:.1f} s; warm-up {warmup:.0f} s")
+            time.sleep(warmup)
+            step = measure(dep, n, window, bare["bare_model_fps"], heartbeat_s)
+            step.memory = memory()
+            results.append(step)
+            log(f"N={n}: p95 {step.p95_latency_ms} ms (p50 {step.p50_latency_ms}, n={step.latency_samples}), "
+                f"CPU {step.cpu_cores_total:.2f} cores (cams {step.cpu_cores_cameras:.2f}, "
+                f"infer {step.cpu_cores_inference:.2f}), busy {step.machine_busy_pct}%, "
+                f"PSS {step.rss_mib_total:.0f} MiB, detector {step.detector_fps_demanded} fps demanded "
+                f"/ {step.detector_fps_done} done (ratio {step.detector_frames_ratio}), "
+                f"drops {step.drops}/{step.offered}, min read {step.read_fps_per_camera_min} fps, "
+                f"starved {len(step.starved)} -> {'OK' if step.sustained else 'NOT sustained'}")
+            for line in step.starved[:5]:
+                log(f"    starved {line}")
+            if not step.sustained and not args.keep_going:
+                break
+            if step.rss_mib_total > MEMORY_TARGET_MIB * 2:
+                log("memory far beyond the target: stopping")
+                break
+        pool_stats = ray.get(dep.pool.stats.remote())
+        dep.stop()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    best = None
+    for step in results:
+        if not step.sustained:
+            break
+        best = step
+    summary: dict[str, Any] = {
+        "max_cameras": best.n if best else 0,
+        "p95_latency_ms": best.p95_latency_ms if best else None,
+        "cpu_per_camera": best.cpu_per_camera if best else None,
+        "rss_mib_total": best.rss_mib_total if best else None,
+        "detector_frames_ratio": best.detector_frames_ratio if best else None,
+        "bare_model_fps": bare["bare_model_fps"],
+        "detector_fps_demanded": best.detector_fps_demanded if best else None,
+        "ungated_ratio": best.ungated_ratio if best else None,
+        "decode_ms_per_frame": bare["decode_ms_per_frame"],
+        "within_memory_target": bool(best and best.rss_mib_total <= MEMORY_TARGET_MIB),
+        "target_cameras": 60,
+        "first_failing": (next((s.n for s in results if not s.sustained), None)),
+        "machine": machine_description(),
+        "units": {"cpu_per_camera": "% of one core (all processes / N)",
+                  "rss_mib_total": "MiB, sum of PSS of the driver and every Ray process",
+                  "detector_frames_ratio": "motion-gated detector frames/s demanded / bare model frames/s"},
+        "quick": args.quick,
+        "window_s": window,
+        "runtime_s": round(time.monotonic() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cameras.json").write_text(json.dumps(
+        {"summary": summary, "bare": bare, "pool": pool_stats, "steps": [asdict(s) for s in results]},
+        indent=2, ensure_ascii=False) + "\n")
+    plot(results, summary, args.out / "cameras.png")
+    log(f"wrote {args.out / 'cameras.json'} and {args.out / 'cameras.png'}")
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
