@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_secu.config import load_config
+from flux_secu.config import OpeningHours, load_config
 from flux_secu.store.sqlite import SQLiteStore
 
 from .conftest import FLUX_SECU
@@ -95,3 +95,45 @@ def test_live_graph_accounts_for_every_sampled_frame(config_file: Path, ray_sess
     assert stats["in_flight"] == 0
     for actor in [dep.pool, dep.rules, camera, *dep.speakers.values(), *dep.escalations.values()]:
         ray.kill(actor)
+
+
+def test_rules_actor_restart_mid_incident_loses_nothing_and_announces_nothing_twice(
+    config_file: Path, ray_session: None
+) -> None:
+    import ray
+    from ray.exceptions import ActorUnavailableError
+
+    from flux_secu.actors.graph import Deployment
+
+    config = load_config(config_file.parent / config_file.name)
+    closed = config.sites[0].model_copy(update={"opening_hours": OpeningHours()})  # night all day
+    config = config.model_copy(update={"sites": [closed]})
+    dep = Deployment.build(config)
+    store = SQLiteStore(config.store.path)
+    try:
+        dep.add_camera(config.sites[0].id, config.sites[0].cameras[0])  # live, real time
+        deadline = time.time() + 30
+        while not store.incidents() and time.time() < deadline:
+            time.sleep(0.2)
+        (first,) = store.incidents()
+        ray.kill(dep.rules, no_restart=False)  # the rules actor crashes right after the warning
+        while True:  # wait for Ray to bring it back
+            try:
+                ray.get(dep.rules.stats.remote(), timeout=30)
+                break
+            except ActorUnavailableError:
+                time.sleep(0.2)
+        time.sleep(8)  # past the recheck (4 s after the warning) with the person still in view
+        dep.stop()
+        incidents = store.incidents()
+        # Same person, same incident: the restarted actor resumed it instead of opening a second one.
+        same_presence = [s for s in incidents if s.incident.opened_at < first.incident.opened_at + 12]
+        assert [s.incident.id for s in same_presence] == [first.incident.id]
+        kinds = [e.kind for e in store.events(first.incident.id)]
+        assert kinds.count("warning") == 1  # announced once
+        assert "recheck" in kinds and "escalated" in kinds  # the recheck was not lost
+    finally:
+        store.close()
+        for actor in [dep.pool, dep.rules, *dep.cameras.values(), *dep.speakers.values(),
+                      *dep.escalations.values()]:
+            ray.kill(actor, no_restart=True)

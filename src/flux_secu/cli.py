@@ -16,6 +16,7 @@ import structlog
 import typer
 
 from flux_secu.config import Config, ConfigError, load_config
+from flux_secu.redact import redact_url
 
 # Listen on loopback only, and keep Ray's own token auth predictable (see README, "Ray").
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -72,7 +73,8 @@ def run(
     try:
         dep = Deployment.build(cfg)
         dep.start_all_cameras()
-        log.info("running", sites=len(cfg.sites), cameras=len(dep.cameras), store=str(cfg.store.path),
+        where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
+        log.info("running", sites=len(cfg.sites), cameras=len(dep.cameras), store=where,
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         next_stats = time.monotonic() + 10
@@ -114,16 +116,25 @@ def _log_new_events(store: Any, after_seq: int) -> int:
 @app.command()
 def evaluate(
     config: Path,
-    camera: Annotated[str, typer.Option(help="Camera of CONFIG whose site, rules and settings apply.")],
-    clip: Annotated[Path, typer.Option(help="Video file to replay as that camera.")],
+    camera: Annotated[
+        str | None, typer.Option(help="Camera of CONFIG whose site, rules and settings apply.")
+    ] = None,
+    clip: Annotated[Path | None, typer.Option(help="Video file to replay as that camera.")] = None,
     at: Annotated[
         datetime | None, typer.Option(help="Pipeline clock at the clip's first frame (ISO 8601).",
                                       formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"])
     ] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        help="Replay every entry of this YAML manifest (clip, camera, at, expected presences) instead of "
+             "one --camera/--clip, and score precision, recall and alert latency.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    store: Annotated[Path | None, typer.Option(help="Keep incidents in this SQLite file.")] = None,
+    store: Annotated[Path | None, typer.Option(
+        help="Keep incidents in this SQLite file (--manifest: in this directory, a file per entry).")] = None,
 ) -> None:
     """Replay CLIP through the real pipeline as CAMERA, as fast as the machine allows.
+
+    With --manifest, replay each entry of the manifest the same way (one Ray session for all) and
+    score the incidents against the expected presences.
 
     Warnings and notifications go to file drivers in a scratch directory: a replay never sounds a
     real speaker nor notifies a real person.
@@ -131,9 +142,20 @@ def evaluate(
     from flux_secu.logs import configure
 
     configure(json_lines=True)
+    if manifest is not None and (camera is not None or clip is not None or at is not None):
+        typer.echo("flux-secu: --manifest replaces --camera, --clip and --at (each entry has its own): "
+                   "give one or the other", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if manifest is None and (camera is None or clip is None):
+        typer.echo("flux-secu: give --camera and --clip, or --manifest", err=True)
+        raise typer.Exit(EXIT_CONFIG)
     cfg = _load(config)
+    if manifest is not None:
+        _evaluate_manifest(cfg, manifest, json_output, store)
+        return
+    assert camera is not None and clip is not None  # checked above; narrows the types
     try:
-        site_cfg, cam_cfg = cfg.camera(camera)
+        site_cfg, _ = cfg.camera(camera)
     except KeyError as exc:
         typer.echo(f"flux-secu: {exc.args[0]}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -144,24 +166,56 @@ def evaluate(
     start = at or datetime.now(tz)
     if start.tzinfo is None:
         start = start.replace(tzinfo=tz)
+
+    from flux_secu.actors.graph import init_local_ray
+
+    init_local_ray()
+    import ray
+
+    try:
+        incidents, summary = _replay(cfg, camera, clip, start, store)
+    finally:
+        ray.shutdown()
+    for line in [*incidents, summary]:
+        _echo(line, json_output)
+
+
+def _echo(line: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps(line, ensure_ascii=False))
+    else:
+        typer.echo("  ".join(f"{k}={v}" for k, v in line.items()))
+
+
+def _replay(
+    cfg: Config, camera: str, clip: Path, start: datetime, store: Path | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Replay CLIP as CAMERA of CFG, clock starting at START, on the Ray this process has started.
+
+    Every replay gets actors of its own, killed before returning: the tracks, presences and open
+    incidents of one clip must not carry over into the next one replayed in the same Ray session.
+    Returns the incident lines and the summary line that ``evaluate --json`` prints.
+    """
+    import ray
+
+    from flux_secu.actors.graph import Deployment
+    from flux_secu.store import open_store
+
+    site_cfg, cam_cfg = cfg.camera(camera)
+    tz = cfg.site_timezone(site_cfg)
     scratch = Path(tempfile.mkdtemp(prefix="flux-secu-evaluate-"))
     store_path = store or scratch / "incidents.db"
     replay_camera = cam_cfg.model_copy(update={"source": str(clip.resolve()), "loop": False})
     replay_site = site_cfg.model_copy(update={"cameras": [replay_camera]})
     replay_cfg = cfg.model_copy(update={
         "sites": [replay_site], "var_dir": scratch,
-        "store": cfg.store.model_copy(update={"path": store_path}),
+        # Always a SQLite file: a replay must never write into a production (Redis) store.
+        "store": cfg.store.model_copy(update={"kind": "sqlite", "path": store_path}),
     })
 
-    from flux_secu.actors.graph import Deployment, init_local_ray
-    from flux_secu.store import open_store
-
-    init_local_ray()
-    import ray
-
+    t0 = time.monotonic()
+    dep = Deployment.build(replay_cfg, dry_run=True)
     try:
-        t0 = time.monotonic()
-        dep = Deployment.build(replay_cfg, dry_run=True)
         t_ready = time.monotonic()
         dep.add_camera(site_cfg.id, replay_camera, realtime=False, clock_start=start)
         stats = ray.get(dep.runs[camera])
@@ -169,7 +223,11 @@ def evaluate(
         wall = time.monotonic() - t_ready
         pool_stats = ray.get(dep.pool.stats.remote())
     finally:
-        ray.shutdown()
+        # The inference actors belong to the pool, which created them: they die with it.
+        for actor in [*dep.cameras.values(), dep.pool, dep.rules, dep.ingress, *dep.speakers.values(),
+                      *dep.escalations.values()]:
+            if actor is not None:
+                ray.kill(actor)
     db = open_store(replay_cfg.store)
     incidents = db.incidents()
     lines: list[dict[str, Any]] = []
@@ -185,19 +243,86 @@ def evaluate(
             "recheck": next((e.data["still_there"] for e in db.events(inc.id) if e.kind == "recheck"), None),
         })
     db.close()
-    lines.append({
+    summary = {
         "type": "summary", "frames": stats["frames_read"], "frames_sampled": stats["frames_sampled"],
         "frames_analysed": stats["frames_done"], "frames_gated": stats["frames_gated"],
         "frames_lost": stats["frames_lost"], "incidents": len(incidents),
         "batch_hist": pool_stats["batch_hist"], "wall_s": round(wall, 3),
         "startup_s": round(t_ready - t0, 3), "fps": round(stats["frames_read"] / max(wall, 1e-9), 1),
         "store": str(store_path),
-    })
-    for line in lines:
-        if json_output:
-            typer.echo(json.dumps(line, ensure_ascii=False))
-        else:
-            typer.echo("  ".join(f"{k}={v}" for k, v in line.items()))
+    }
+    return lines, summary
+
+
+def _evaluate_manifest(cfg: Config, manifest_path: Path, json_output: bool, store_dir: Path | None) -> None:
+    """Replay every entry of the manifest in one Ray session; print each clip's incidents and score as
+    it finishes (a long manifest shows progress), then the overall score."""
+    from flux_secu.evaluation import (
+        ClipScore,
+        ManifestError,
+        Raised,
+        check_cameras,
+        clip_details,
+        load_manifest,
+        metrics,
+        score_clip,
+    )
+
+    try:
+        plan = load_manifest(manifest_path)
+        check_cameras(plan, cfg)
+    except ManifestError as exc:
+        typer.echo(f"flux-secu: manifest error in {manifest_path}: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    stores: list[Path | None] = [None] * len(plan.entries)
+    if store_dir is not None:
+        if store_dir.exists() and not store_dir.is_dir():
+            typer.echo(f"flux-secu: --store: with --manifest, a directory: {store_dir} is a file", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        stores = [store_dir / f"{i:02d}-{entry.camera}.db" for i, entry in enumerate(plan.entries)]
+        # Incident ids come from what caused them: replayed into a used store, every incident would be
+        # found "already announced" (no warning, no notification) and the figures would be wrong.
+        used = [str(path) for path in stores if path is not None and path.exists()]
+        if used:
+            typer.echo(f"flux-secu: --store: already used, remove first: {', '.join(used)}", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        store_dir.mkdir(parents=True, exist_ok=True)
+
+    from flux_secu.actors.graph import init_local_ray
+
+    t0 = time.monotonic()
+    init_local_ray()
+    ray_start_s = time.monotonic() - t0
+    import ray
+
+    scores: list[ClipScore] = []
+    replays: list[dict[str, Any]] = []
+    try:
+        for entry, store in zip(plan.entries, stores, strict=True):
+            incidents, replay = _replay(cfg, entry.camera, entry.clip, entry.at, store)
+            raised = [Raised(float(i["clip_time_s"]), i["kind"]) for i in incidents]
+            score = score_clip(entry.expected, raised, entry.tolerance_s)
+            scores.append(score)
+            replays.append(replay)
+            for incident in incidents:
+                _echo({"type": "incident", "clip": entry.label, **{k: v for k, v in incident.items()
+                                                                     if k != "type"}}, json_output)
+            _echo({
+                "type": "clip_summary", "clip": entry.label, "camera": entry.camera, "file": str(entry.clip),
+                "at": entry.at.isoformat(), **metrics([score]), **clip_details(score),
+                **{k: replay[k] for k in ("frames", "frames_analysed", "frames_lost", "wall_s", "startup_s",
+                                          "fps", "store")},
+            }, json_output)
+    finally:
+        ray.shutdown()
+    _echo({
+        "type": "summary", **metrics(scores), "clips": len(scores),
+        "frames": sum(r["frames"] for r in replays),
+        "frames_analysed": sum(r["frames_analysed"] for r in replays),
+        "frames_lost": sum(r["frames_lost"] for r in replays),
+        "replay_wall_s": round(sum(r["wall_s"] for r in replays), 3),
+        "ray_start_s": round(ray_start_s, 3), "wall_s": round(time.monotonic() - t0, 3),
+    }, json_output)
 
 
 site_app = typer.Typer(no_args_is_help=True, help="Sites: arm or disarm by hand, for a while.")

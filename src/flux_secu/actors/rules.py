@@ -46,6 +46,8 @@ OVERRIDE_REFRESH_S = 1.0
 STATIONARY_AFTER_S = 20.0
 """A vehicle track that has not moved for this long is parked: remembered, never recorded again."""
 ACTIVITY_MIN_HITS = 3
+RESTORE_MARGIN_S = 60.0
+"""After a restart, an intrusion opened longer ago than recheck_after_s + this is no longer resumed."""
 
 
 def override_key(site: str) -> str:
@@ -90,6 +92,37 @@ class RulesActor:
         self._overrides_read = 0.0
         # (wall time the detections arrived, capture -> detections arrived in s), live frames only.
         self.latencies: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
+        self.restored: set[str] = set()
+        self._restore()
+
+    def _restore(self) -> None:
+        """After a restart: take back the intrusions still in progress from the store.
+
+        Their recheck is scheduled again, and a presence confirmed on the same camera (the tracker's
+        memory was lost with the process) joins the incident instead of announcing a new one.
+        """
+        window = self.config.rules.recheck_after_s + RESTORE_MARGIN_S
+        in_progress = (IncidentState.OPEN, IncidentState.WARNED)
+        for stored in self.store.incidents():
+            inc = stored.incident
+            if inc.kind != IncidentKind.INTRUSION or stored.state not in in_progress:
+                continue
+            keys = {e.key for e in self.store.events(inc.id)}
+            if abs(time.time() - inc.opened_at) > window:
+                # Down for longer than the recheck: nobody knows whether the intruder left. Lose no
+                # alert: the on-call chain decides.
+                missed = {"still_there": None, "missed": True}
+                if self.store.record_event(inc.id, "recheck", time.time(), missed):
+                    self._escalate(inc, "Vérification impossible après un redémarrage.")
+                continue
+            if "presence_ended" in {k.split(":")[0] for k in keys}:
+                continue
+            self.open_incidents[inc.camera] = inc.id
+            self.site_incident[inc.site] = (inc.id, inc.opened_at, inc.camera)
+            self.restored.add(inc.id)
+            if "recheck" not in keys and inc.site in self.speakers:
+                self.rechecks.schedule(inc, inc.opened_at + self.config.rules.recheck_after_s)
+            log.info("incident_restored", incident=inc.id, camera=inc.camera, state=str(stored.state))
 
     # --- per frame --------------------------------------------------------------------------------
 
@@ -156,6 +189,14 @@ class RulesActor:
     def _confirmed(self, meta: FrameMeta, dets: Detections, intruders: list[tuple[Decision, int]],
                    change: PresenceConfirmed) -> None:
         if not intruders:
+            return
+        restored = self.open_incidents.get(meta.camera)
+        if restored in self.restored:
+            # The presence this camera was tracking before a restart: the same incident, not a new one.
+            self.restored.discard(restored)
+            self.site_incident[meta.site] = (restored, meta.capture_ts, meta.camera)
+            self.store.record_event(restored, "resumed", meta.capture_ts, {"camera": meta.camera},
+                                    key=f"resumed:{round(change.first_seen_ts * 1000)}")
             return
         merged = self.site_incident.get(meta.site)
         if (merged is not None and merged[2] != meta.camera
