@@ -583,27 +583,36 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     try:
         return Config.model_validate(expanded, context={"base_dir": base_dir})
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            reason = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                reason = "unknown field"
-            parts.append(f"{_format_loc(tuple(err['loc']))}: {reason}")
-        raise ConfigError("; ".join(parts)) from None
+        raise ConfigError(describe_validation_error(exc)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raises :class:`ConfigError` with a one-line message."""
-    path = Path(path)
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line, ``field.path: reason; ...``: the form of every :class:`ConfigError` message."""
+    parts = []
+    for err in exc.errors():
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        parts.append(f"{_format_loc(tuple(err['loc']))}: {reason}")
+    return "; ".join(parts)
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed document of a YAML file; raises :class:`ConfigError` naming the file or the line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"(file) {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"(yaml) {where}: {problem}") from None
-    return parse_config(data, path.resolve().parent)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` with a one-line message."""
+    path = Path(path)
+    return parse_config(read_yaml(path), path.resolve().parent)

@@ -62,7 +62,8 @@ class Deployment:
         dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
         # The HTTP ingress serves panic webhooks and acknowledgement links; MQTT only with panic devices.
-        if any(site.panic for site in config.sites) or not (dry_run or config.notifications.dry_run):
+        # Never in a replay (dry run): it would take the production ingress's MQTT client id and port.
+        if not dry_run and (any(site.panic for site in config.sites) or not config.notifications.dry_run):
             dep.ingress = PanicIngressActor.remote(  # type: ignore[attr-defined]
                 config, dep.escalations, mqtt=any(site.panic for site in config.sites)
             )
