@@ -85,7 +85,6 @@ NMS_IOU = 0.45
 CONFIRM_HITS, CONFIRM_WINDOW, CLEAR_AFTER_S = 3, 5, 3.0
 TARGET_SPEAKER_P95_MS = 1000.0
 INPUT_SIZE = 416
-STRIDES = (8, 16, 32)
 PERSON = 0
 
 
@@ -151,63 +150,28 @@ class Clip:
 
 
 # --------------------------------------------------------------------------------------------
-# Bare model (written from the shared assets README, independent of flux_secu.detect)
+# Bare model: the project's own detector (letterbox + run + decode + NMS), outside Ray
 # --------------------------------------------------------------------------------------------
 
 
 class BareYolox:
-    """YOLOX-Nano with onnxruntime, one intra-op thread: letterbox + run + decode + NMS."""
+    """YOLOX-Nano with onnxruntime, one intra-op thread, as the inference actors run it."""
 
     def __init__(self, model: Path) -> None:
-        import onnxruntime as ort
+        from flux_secu.config import ModelConfig
+        from flux_secu.detect.letterbox import letterbox
+        from flux_secu.detect.model import Detector
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        grids, strides = [], []
-        for s in STRIDES:
-            n = INPUT_SIZE // s
-            ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-            strides.append(np.full((n * n, 1), s))
-        self.grid = np.concatenate(grids).astype(np.float32)
-        self.stride = np.concatenate(strides).astype(np.float32)
+        self.detector = Detector(ModelConfig(path=model, input_size=INPUT_SIZE,
+                                             score_threshold=SCORE_THRESHOLD, nms_iou=NMS_IOU))
+        self._letterbox = letterbox
 
     def person_score(self, frame: npt.NDArray[np.uint8]) -> float:
         """Best person score after NMS (0 when none above the threshold)."""
-        if frame.ndim == 2:
-            frame = np.asarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
-        h, w = frame.shape[:2]
-        r = min(INPUT_SIZE / h, INPUT_SIZE / w)
-        resized = cv2.resize(frame, (int(w * r), int(h * r)), interpolation=cv2.INTER_LINEAR)
-        canvas = np.full((INPUT_SIZE, INPUT_SIZE, 3), 114, dtype=np.uint8)
-        canvas[: resized.shape[0], : resized.shape[1]] = resized
-        blob = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
-        out = self.session.run(None, {self.input_name: blob})[0][0]
-        scores = out[:, 5:] * out[:, 4:5]
-        cls = scores.argmax(axis=1)
-        best = scores[np.arange(len(cls)), cls]
-        keep = best >= SCORE_THRESHOLD
-        if not keep.any():
-            return 0.0
-        rows, g, s = out[keep], self.grid[keep], self.stride[keep]
-        cxcy = (rows[:, 0:2] + g) * s
-        wh = np.exp(rows[:, 2:4]) * s
-        xyxy = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1) / r
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-        kept_cls, kept_score = cls[keep], best[keep]
-        # Class-aware NMS by offsetting each class's boxes far apart.
-        offset = (kept_cls[:, None] * 10000.0).astype(np.float32)
-        boxes = xyxy + offset
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-        picked = cv2.dnn.NMSBoxes(xywh.tolist(), kept_score.tolist(), SCORE_THRESHOLD, NMS_IOU)
-        idx = np.asarray(picked, dtype=np.int64).reshape(-1)
-        persons = kept_score[idx][kept_cls[idx] == PERSON]
-        return float(persons.max()) if len(persons) else 0.0
+        canvas, geometry = self._letterbox(frame, self.detector.spec)
+        (found,) = self.detector.detect([canvas], [geometry])
+        persons = found.of_class(PERSON)
+        return float(persons.confidence.max()) if len(persons) else 0.0
 
 
 def read_frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:

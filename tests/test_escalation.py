@@ -244,27 +244,17 @@ def test_restarted_actor_resumes_the_chain_without_duplicates(
 def test_panic_press_notifies_police_and_manager_at_once_with_proof(
     tmp_path: Path, receiver: Receiver, ray_session: None
 ) -> None:
-    from dataclasses import dataclass
-
     import ray
 
     from flux_secu.actors.alerting import EscalationActor
-
-    @dataclass(frozen=True)
-    class Press:  # the fields the panic ingress hands over
-        site: str
-        device_id: str
-        agent: str
-        pressed_at: float
-        received_at: float
-        channel: str
-        message_id: str
+    from flux_secu.alerts.panic import PanicPress
 
     config = escalation_config(tmp_path, receiver.port, 60, ["Alice"], police=True)
     actor = EscalationActor.remote(config.sites[0], config)
     try:
         now = time.time()
-        press = Press("site-test", "btn-7", "Agent Dupont", now - 0.2, now, "mqtt", "n-1")
+        press = PanicPress("site-test", "btn-7", "Agent Dupont", now - 0.2, now, "mqtt",
+                           message_id="site-test:btn-7:n-1")
         incident_id = ray.get(actor.panic.remote(press))
         assert ray.get(actor.panic.remote(press)) == incident_id  # redelivered: changes nothing
         assert incident_id == "panic-site-test-btn-7-n-1"
