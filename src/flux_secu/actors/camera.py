@@ -8,6 +8,7 @@ evaluation sees every sampled frame.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -38,6 +39,12 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 # A live camera decodes on one thread: the box runs one actor per camera, which is where the
 # parallelism is (see VideoSource). A replay decodes with FFmpeg's default threads.
 LIVE_DECODE_THREADS = 1
+# Live camera processes run at a lower CPU priority than the shared stages (inference, rules, alerts).
+# When the box is short of CPU, a camera that decodes a little late delays its own frames, but a
+# detector that waits for the CPU delays every camera's: measured on 2 cores with 15 cameras,
+# p95 capture-to-detection fell from ~850 ms (with drops) to ~400 ms (none). Raising one's own nice
+# value needs no privilege. The camera's CPU share is unchanged whenever the box is not saturated.
+CAMERA_NICE = 5
 
 
 @dataclass
@@ -70,6 +77,8 @@ class CameraActor:
         # is on small images: OpenCV's thread pool would cost more in thread wake-ups than it saves,
         # and each of tens of camera processes would keep a pool of its own.
         cv2.setNumThreads(1)
+        if realtime:  # a replay has no real-time budget: it keeps the default priority
+            os.nice(CAMERA_NICE)
         self.site, self.config, self.spec, self.pool = site, camera, spec, pool
         self.realtime = realtime
         # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
