@@ -116,7 +116,7 @@ def entry(**changes: object) -> dict[str, object]:
 def test_manifest_paths_are_relative_to_it_and_defaults_apply() -> None:
     manifest = parse_manifest({"entries": [entry()]}, LOWLIGHT_CLIP.parent)
     (only,) = manifest.entries
-    assert only.clip == LOWLIGHT_CLIP and only.tolerance_s == 1.0
+    assert only.clip.resolve() == LOWLIGHT_CLIP.resolve() and only.tolerance_s == 1.0
     assert only.expected[0].kind == "intrusion"
     assert only.label == f"{LOWLIGHT_CLIP.name}@2026-11-25T23:00:00+01:00"
 
