@@ -39,7 +39,9 @@ The sweep
         p95, p99;
       - camera counters (``CameraActor.stats()`` deltas over the window);
       - CPU: user+system time of the driver and every Ray process (gcs_server, raylet, workers)
-        over the window, split by role (camera actors, inference actor, rest);
+        over the window, split by role (camera actors, inference actor, rest); and the whole
+        machine's busy time (/proc/stat): what other processes used is ``foreign_cpu_cores``, with a
+        warning when it exceeds 0.15 core (the run was not alone: its figures are pessimistic);
       - memory at the end of the window: the sum of PSS (proportional set size: a shared page counts
         once, split among the processes that map it) of the driver and every Ray process.
         ``rss_mib_total`` is that PSS sum; plain RSS summed would count cv2/numpy/ray shared
@@ -117,6 +119,7 @@ MIN_READ_SHARE = 0.95
 MAX_DROP_SHARE = 0.10
 MIN_HEARTBEAT_SHARE = 0.80
 MEMORY_TARGET_MIB = 6 * 1024
+FOREIGN_CPU_WARN = 0.15  # cores used by processes outside the benchmark: the run was not alone
 FULL_STEPS = [5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100]
 QUICK_STEPS = [5, 10, 20, 40, 60]
 
@@ -372,6 +375,7 @@ class Step:
     cpu_cores_other: float
     cpu_per_camera: float
     machine_busy_pct: float
+    foreign_cpu_cores: float
     read_fps_per_camera_min: float
     detector_fps_demanded: float
     detector_fps_done: float
@@ -446,6 +450,7 @@ def measure(dep: Any, store: Any, n: int, window_s: float, bare_fps: float, hear
         cpu_cores_total=round(total, 3), cpu_cores_cameras=round(cams_cpu, 3),
         cpu_cores_inference=round(infer_cpu, 3), cpu_cores_other=round(total - cams_cpu - infer_cpu, 3),
         cpu_per_camera=round(total / n * 100, 2), machine_busy_pct=round(busy, 1),
+        foreign_cpu_cores=round(max(0.0, busy / 100 * (os.cpu_count() or 2) - total), 2),
         read_fps_per_camera_min=round(min_read, 2),
         detector_fps_demanded=round(demanded, 1), detector_fps_done=round(done / elapsed, 1),
         detector_frames_ratio=round(demanded / bare_fps, 3),
@@ -498,6 +503,9 @@ def plot(steps: list[Step], summary: dict[str, Any], out: Path) -> None:
     ax.plot(ns, [s.p95_latency_ms or 0 for s in steps], "o-", label="p95")
     ax.plot(ns, [s.p50_latency_ms or 0 for s in steps], "s--", label="p50")
     ax.axhline(LATENCY_BUDGET_MS, color="red", lw=1, label="budget 1 s")
+    failed = [s for s in steps if not s.sustained]
+    ax.plot([s.n for s in failed], [s.p95_latency_ms or 0 for s in failed], "rx", ms=10,
+            label="not sustained")
     ax.set_ylabel("capture -> detection (ms)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -505,6 +513,8 @@ def plot(steps: list[Step], summary: dict[str, Any], out: Path) -> None:
     ax.stackplot(ns, [s.cpu_cores_cameras for s in steps], [s.cpu_cores_inference for s in steps],
                  [s.cpu_cores_other for s in steps], labels=["camera actors", "inference actor", "rest"],
                  alpha=0.8)
+    ax.plot(ns, [s.machine_busy_pct / 100 * (os.cpu_count() or 2) for s in steps], "k--", lw=1,
+            label="whole machine busy")
     ax.axhline(os.cpu_count() or 2, color="red", lw=1, label="cores")
     ax.set_ylabel("CPU (cores)")
     ax.legend(fontsize=8, loc="upper left")
@@ -608,6 +618,9 @@ def main() -> None:
                 f"starved {len(step.starved)} -> {'OK' if step.sustained else 'NOT sustained'}")
             for line in step.starved[:5]:
                 log(f"    starved {line}")
+            if step.foreign_cpu_cores > FOREIGN_CPU_WARN:
+                log(f"    WARNING: other processes used {step.foreign_cpu_cores} cores during this window: "
+                    "the figures are pessimistic (run alone, under the flock)")
             if not step.sustained and not args.keep_going:
                 break
             if step.rss_mib_total > MEMORY_TARGET_MIB * 2:
@@ -649,6 +662,7 @@ def main() -> None:
         "within_memory_target": bool(best and best.rss_mib_total <= MEMORY_TARGET_MIB),
         "target_cameras": 60,
         "first_failing": (next((s.n for s in results if not s.sustained), None)),
+        "max_foreign_cpu_cores": max((s.foreign_cpu_cores for s in results), default=0.0),
         "machine": machine_description(),
         "units": {"cpu_per_camera": "% of one core (all processes / N)",
                   "rss_mib_total": "MiB, sum of PSS of the driver and every Ray process",
