@@ -73,8 +73,9 @@ Output
     ``cpu_per_camera`` is the whole deployment's CPU (all processes) / N, in % of one core.
 
 Run (serialise CPU-heavy runs on this 2-core box):
-    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py            # ~8-10 min
-    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py --quick    # ~2-3 min
+    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py            # ~5 min here
+    flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py --quick    # ~3 min
+    (~1 min per step; the sweep stops at the first N that is not sustained.)
 """
 
 from __future__ import annotations
@@ -434,7 +435,7 @@ def measure(dep: Any, store: Any, n: int, window_s: float, bare_fps: float, hear
             why.append(f"decodes {read_fps:.1f} fps < {MIN_READ_SHARE:.0%} of {FPS}")
         if cam_offered and (d["drops"] + d["frames_lost"]) > MAX_DROP_SHARE * cam_offered:
             why.append(f"dropped {d['drops'] + d['frames_lost']}/{cam_offered}")
-        if d["frames_done"] < MIN_HEARTBEAT_SHARE * elapsed / heartbeat_s:
+        if d["frames_done"] < MIN_HEARTBEAT_SHARE * (elapsed // heartbeat_s):  # whole heartbeats only
             why.append(f"analysed {d['frames_done']} < {MIN_HEARTBEAT_SHARE:.0%} of heartbeats")
         if why:
             starved.append(f"{cam}: {', '.join(why)}")
@@ -543,6 +544,23 @@ def plot(steps: list[Step], summary: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def log_step(step: Step) -> None:
+    log(f"N={step.n}: p95 {step.p95_latency_ms} ms (p50 {step.p50_latency_ms}, n={step.latency_samples}; "
+        f"after hand-over p95 {step.handover_p95_ms} p50 {step.handover_p50_ms}), "
+        f"CPU {step.cpu_cores_total:.2f} cores (cams {step.cpu_cores_cameras:.2f}, "
+        f"infer {step.cpu_cores_inference:.2f}), busy {step.machine_busy_pct}%, "
+        f"PSS {step.rss_mib_total:.0f} MiB, detector {step.detector_fps_demanded} fps demanded "
+        f"/ {step.detector_fps_done} done (ratio {step.detector_frames_ratio}), "
+        f"drops {step.drops}/{step.offered}, incidents {step.incidents}, "
+        f"min read {step.read_fps_per_camera_min} fps, "
+        f"starved {len(step.starved)} -> {'OK' if step.sustained else 'NOT sustained'}")
+    for line in step.starved[:5]:
+        log(f"    starved {line}")
+    if step.foreign_cpu_cores > FOREIGN_CPU_WARN:
+        log(f"    WARNING: other processes used {step.foreign_cpu_cores} cores during this window: "
+            "the figures are pessimistic (run alone, under the flock)")
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -567,71 +585,62 @@ def main() -> None:
     started = time.monotonic()
     segments = make_segments()
     scratch = Path(tempfile.mkdtemp(prefix="flux-secu-bench-cameras-"))
-    scene = Scene.create(segments, scratch / "streams", args.cycle)
-    max_n = max(steps_n)
-    phases = [(i * PHASE_STEP) % 1.0 * scene.cycle_s for i in range(max_n)]
-    # Placeholders for the config (sources must exist); rewritten with the right phase at start.
-    sources = [scene.playlist(i, phases[i], RUN_S) for i in range(max_n)]
-    bare_s = 3.0 if args.quick else 6.0
-    bare_before = run_bare(sources[0], segments["presence"], bare_s)
-    bare = dict(bare_before)
-
-    import ray
-
-    from flux_secu.actors.graph import Deployment, init_local_ray
-    from flux_secu.store import open_store
-
-    config = build_config(sources, scratch, args.inference_actors)
-    cameras = [(site.id, cam) for site in config.sites for cam in site.cameras]
-    cameras.sort(key=lambda sc: sc[1].id)  # cam-000, cam-001, ...: sites interleaved
-    heartbeat_s = cameras[0][1].motion.heartbeat_s
-    results: list[Step] = []
-    init_local_ray()
     try:
-        t0 = time.monotonic()
-        dep = Deployment.build(config)
-        store = open_store(config.store)
-        log(f"graph up in {time.monotonic() - t0:.1f} s ({len(config.sites)} sites)")
-        epoch = time.monotonic()  # the wall-clock night cycle all cameras share
-        for n in steps_n:
+        scene = Scene.create(segments, scratch / "streams", args.cycle)
+        max_n = max(steps_n)
+        phases = [(i * PHASE_STEP) % 1.0 * scene.cycle_s for i in range(max_n)]
+        # Placeholders for the config (sources must exist); rewritten with the right phase at start.
+        sources = [scene.playlist(i, phases[i], RUN_S) for i in range(max_n)]
+        bare_s = 3.0 if args.quick else 6.0
+        bare_before = run_bare(sources[0], segments["presence"], bare_s)
+        bare = dict(bare_before)
+
+        import ray
+
+        from flux_secu.actors.graph import Deployment, init_local_ray
+        from flux_secu.store import open_store
+
+        config = build_config(sources, scratch, args.inference_actors)
+        cameras = [(site.id, cam) for site in config.sites for cam in site.cameras]
+        cameras.sort(key=lambda sc: sc[1].id)  # cam-000, cam-001, ...: sites interleaved
+        heartbeat_s = cameras[0][1].motion.heartbeat_s
+        results: list[Step] = []
+        init_local_ray()
+        try:
             t0 = time.monotonic()
-            new = []
-            for site_id, cam in cameras[len(dep.cameras):n]:
-                i = len(dep.cameras)
-                now = time.monotonic() - epoch + STARTUP_S
-                scene.playlist(i, phases[i] - now, RUN_S)  # the intruder comes in at phases[i] of the cycle
-                new.append(dep.add_camera(site_id, cam))
-            wait_ready(new)
-            log(f"N={n}: {len(new)} cameras added in {time.monotonic() - t0:.1f} s; warm-up {warmup:.0f} s")
-            time.sleep(warmup)
-            step = measure(dep, store, n, window, bare["bare_model_fps"], heartbeat_s)
-            step.memory = memory()
-            results.append(step)
-            log(f"N={n}: p95 {step.p95_latency_ms} ms (p50 {step.p50_latency_ms}, n={step.latency_samples}; "
-                f"after hand-over p95 {step.handover_p95_ms} p50 {step.handover_p50_ms}), "
-                f"CPU {step.cpu_cores_total:.2f} cores (cams {step.cpu_cores_cameras:.2f}, "
-                f"infer {step.cpu_cores_inference:.2f}), busy {step.machine_busy_pct}%, "
-                f"PSS {step.rss_mib_total:.0f} MiB, detector {step.detector_fps_demanded} fps demanded "
-                f"/ {step.detector_fps_done} done (ratio {step.detector_frames_ratio}), "
-                f"drops {step.drops}/{step.offered}, incidents {step.incidents}, "
-                f"min read {step.read_fps_per_camera_min} fps, "
-                f"starved {len(step.starved)} -> {'OK' if step.sustained else 'NOT sustained'}")
-            for line in step.starved[:5]:
-                log(f"    starved {line}")
-            if step.foreign_cpu_cores > FOREIGN_CPU_WARN:
-                log(f"    WARNING: other processes used {step.foreign_cpu_cores} cores during this window: "
-                    "the figures are pessimistic (run alone, under the flock)")
-            if not step.sustained and not args.keep_going:
-                break
-            if step.rss_mib_total > MEMORY_TARGET_MIB * 2:
-                log("memory far beyond the target: stopping")
-                break
-        pool_stats = ray.get(dep.pool.stats.remote())
-        dep.stop()
+            dep = Deployment.build(config)
+            store = open_store(config.store)
+            log(f"graph up in {time.monotonic() - t0:.1f} s ({len(config.sites)} sites)")
+            epoch = time.monotonic()  # the wall-clock night cycle all cameras share
+            for n in steps_n:
+                t0 = time.monotonic()
+                new = []
+                for site_id, cam in cameras[len(dep.cameras):n]:
+                    i = len(dep.cameras)
+                    now = time.monotonic() - epoch + STARTUP_S
+                    # The camera's intruder comes in at phases[i] of the shared cycle.
+                    scene.playlist(i, phases[i] - now, RUN_S)
+                    new.append(dep.add_camera(site_id, cam))
+                wait_ready(new)
+                log(f"N={n}: {len(new)} cameras added in {time.monotonic() - t0:.1f} s; "
+                    f"warm-up {warmup:.0f} s")
+                time.sleep(warmup)
+                step = measure(dep, store, n, window, bare["bare_model_fps"], heartbeat_s)
+                step.memory = memory()
+                results.append(step)
+                log_step(step)
+                if not step.sustained and not args.keep_going:
+                    break
+                if step.rss_mib_total > MEMORY_TARGET_MIB * 2:
+                    log("memory far beyond the target: stopping")
+                    break
+            pool_stats = ray.get(dep.pool.stats.remote())
+            dep.stop()
+        finally:
+            ray.shutdown()
+        bare_after = run_bare(sources[0], segments["presence"], bare_s)
     finally:
-        ray.shutdown()
-    bare_after = run_bare(sources[0], segments["presence"], bare_s)
-    shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     bare = {
         "bare_model_fps": round((bare_before["bare_model_fps"] + bare_after["bare_model_fps"]) / 2, 1),
         "bare_model_fps_before": bare_before["bare_model_fps"],
