@@ -60,7 +60,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ASSETS = ROOT.parent / "shared" / "assets"
@@ -475,21 +475,6 @@ def summarise(rows: list[Scored], gt: str) -> dict[str, Any]:
     }
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor() or model
-    import onnxruntime as ort
-
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, onnxruntime {ort.__version__}, no GPU (CPU provider)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=240.0, help="live run length in seconds")
@@ -648,7 +633,7 @@ def main() -> None:
         "frame_drops": sum(int(p.stats.get("drops", 0)) for p in plans),
         "pacing_spread_ms": result["pacing_spread_ms"],
         "loadavg_1m_before_after": [round(load_before, 2), round(load_after, 2)],
-        "machine": machine(),
+        "machine": describe(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(final, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import cv2
 import numpy as np
+from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
 
 from flux_secu.config import ModelConfig, parse_config
 from flux_secu.detect.letterbox import letterbox
@@ -36,21 +36,6 @@ from flux_secu.detect.model import Detector
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 CLIP = ASSETS / "videos" / "one-by-one-person-detection.mp4"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime as ort
-
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
 
 
 def clip_frames(count: int) -> list[np.ndarray]:
@@ -200,7 +185,7 @@ def main() -> None:
         "cameras": args.cameras,
         "pool": {"actors": args.actors, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "frames_lost": pool["frames_lost"],
-        "machine": machine(),
+        "machine": describe(),
     }
     out = ROOT / "benchmarks" / "results" / "inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,23 @@
+"""The machine a benchmark ran on, in one line, for its JSON result and the README."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def describe() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime as ort
+
+    providers = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
+    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, onnxruntime {ort.__version__}, providers {providers}")
