@@ -78,9 +78,13 @@ def run(
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         next_stats = time.monotonic() + 10
+        next_purge = time.monotonic()
         while not stopping and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.25)
             last_seq = _log_new_events(store, last_seq)
+            if time.monotonic() >= next_purge:
+                next_purge += PURGE_EVERY_S
+                _purge(cfg, store)
             if time.monotonic() >= next_stats:
                 next_stats += 10
                 for s in dep.camera_stats():
@@ -92,6 +96,18 @@ def run(
     finally:
         store.close()
         ray.shutdown()
+
+
+PURGE_EVERY_S = 3600.0
+
+
+def _purge(cfg: Config, store: Any) -> None:
+    from flux_secu.evidence.retention import purge_expired
+
+    report = purge_expired(store, cfg.evidence_dir, time.time(), cfg.evidence.retention_days)
+    if report.purged or report.held:
+        log.info("evidence_purged", purged=len(report.purged), kept_on_legal_hold=len(report.held),
+                 retention_days=cfg.evidence.retention_days)
 
 
 def _log_new_events(store: Any, after_seq: int) -> int:
@@ -107,7 +123,7 @@ def _log_new_events(store: Any, after_seq: int) -> int:
             log.info("notification", incident=event.incident_id, contact=data["contact"],
                      channels=data["channels"])
         elif event.kind in ("recheck", "escalated", "deterred", "acknowledged", "presence_ended",
-                            "notification_failed", "panic_proof"):
+                            "notification_failed", "panic_proof", "evidence", "legal_hold"):
             log.info(event.kind, incident=event.incident_id, **{k: v for k, v in data.items()
                                                                   if isinstance(v, str | int | float | bool)})
     return after_seq
@@ -211,6 +227,8 @@ def _replay(
         "sites": [replay_site], "var_dir": scratch,
         # Always a SQLite file: a replay must never write into a production (Redis) store.
         "store": cfg.store.model_copy(update={"kind": "sqlite", "path": store_path}),
+        # Nor its evidence into the production evidence folder: beside the replay's store.
+        "evidence": cfg.evidence.model_copy(update={"dir": store_path.parent / "evidence"}),
     })
 
     t0 = time.monotonic()
@@ -241,6 +259,7 @@ def _replay(
             "warnings": sum(1 for e in db.events(inc.id) if e.kind == "warning"),
             "notifications": sum(1 for e in db.events(inc.id) if e.kind == "notification"),
             "recheck": next((e.data["still_there"] for e in db.events(inc.id) if e.kind == "recheck"), None),
+            "evidence": {e.data["file"]: e.data["path"] for e in db.events(inc.id) if e.kind == "evidence"},
         })
     db.close()
     summary = {
@@ -368,6 +387,56 @@ def site_arm(
 ) -> None:
     """Intrusion rules on SITE even during opening hours, for a while (an exceptional closure)."""
     _override(config, site, True, for_seconds, by, store)
+
+
+evidence_app = typer.Typer(no_args_is_help=True, help="Evidence: retention purge and legal hold.")
+app.add_typer(evidence_app, name="evidence")
+StoreOption = Annotated[
+    Path | None, typer.Option("--store", help="SQLite file instead of the config's store.")
+]
+
+
+def _evidence_store(config: Path, store: Path | None) -> tuple[Config, Any]:
+    from flux_secu.store import open_store
+
+    cfg = _load(config)
+    return cfg, open_store(cfg.store if store is None else cfg.store.model_copy(update={"path": store}))
+
+
+@evidence_app.command("purge")
+def evidence_purge(config: Path, store: StoreOption = None) -> None:
+    """Delete the evidence older than evidence.retention_days, except incidents on legal hold
+    (`flux-secu run` does this every hour)."""
+    from flux_secu.evidence.retention import purge_expired
+
+    cfg, db = _evidence_store(config, store)
+    try:
+        report = purge_expired(db, cfg.evidence_dir, time.time(), cfg.evidence.retention_days)
+    finally:
+        db.close()
+    typer.echo(f"purged {len(report.purged)} incident(s) older than {cfg.evidence.retention_days:g} days; "
+               f"{len(report.held)} kept on legal hold")
+
+
+@evidence_app.command("hold")
+def evidence_hold(
+    config: Path, incident: str,
+    by: Annotated[str, typer.Option(help="Who decided (kept on the incident's timeline).")],
+    release: Annotated[bool, typer.Option("--release", help="Lift the hold instead.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Keep an incident's evidence past the retention period (a complaint, a police request)."""
+    from flux_secu.evidence.retention import set_legal_hold
+
+    _, db = _evidence_store(config, store)
+    try:
+        set_legal_hold(db, incident, not release, by, time.time())
+    except KeyError as exc:
+        typer.echo(f"flux-secu: {exc.args[0]}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    finally:
+        db.close()
+    typer.echo(f"{incident}: {'released from' if release else 'on'} legal hold")
 
 
 model_app = typer.Typer(no_args_is_help=True, help="Model files: make a fixed-batch export batchable.")

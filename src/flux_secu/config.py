@@ -253,6 +253,9 @@ class CameraConfig(_Strict):
     """Checked in order; with none, the whole image is one zone with the default policies."""
     ignore: list[list[NormalisedPoint]] = []
     """Masks whose detections are dropped (public road, neighbours' yards, trees)."""
+    privacy_masks: list[Annotated[list[NormalisedPoint], Field(min_length=3)]] = []
+    """Regions made unrecognisable in every stored image and clip and in the live view (CNIL: no
+    public road, no neighbours). They do not stop detection there: add the same polygon to ``ignore``."""
 
     @field_validator("source")
     @classmethod
@@ -382,6 +385,26 @@ class NotificationsConfig(_Strict):
     ack_link_ttl_s: float = Field(12 * 3600, gt=0)
 
 
+class EvidenceConfig(_Strict):
+    """Snapshots and clips kept for each intrusion (see flux_secu.evidence)."""
+
+    enabled: bool = True
+    dir: Path | None = None
+    """Where evidence is written (default: ``var_dir/evidence``). On a cluster, a shared folder."""
+    before_s: float = Field(5.0, ge=0, le=30)
+    after_s: float = Field(10.0, ge=0, le=60)
+    width: int = Field(640, ge=160, le=1920)
+    """Stored images are downscaled to at most this width."""
+    jpeg_quality: int = Field(80, ge=30, le=100)
+    retention_days: float = Field(30.0, gt=0, le=30)
+    """Evidence older than this is deleted unless its incident is on legal hold (CNIL: 30 days at most)."""
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+
 class PanicDeviceConfig(_Strict):
     """One staff panic button ("Smart Alert"), worn by one agent; it signs its presses with ``secret``."""
 
@@ -495,6 +518,7 @@ class Config(_Strict):
     rules: RulesConfig = RulesConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     panic: PanicConfig = PanicConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     sites: list[SiteConfig] = Field(min_length=1)
 
     @field_validator("timezone")
@@ -535,6 +559,10 @@ class Config(_Strict):
                     raise ValueError(f"duplicate {kind} id {ident!r}")
                 seen.add(ident)
         return self
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.evidence.dir if self.evidence.dir is not None else self.var_dir / "evidence"
 
     def site_timezone(self, site: SiteConfig) -> ZoneInfo:
         return ZoneInfo(site.timezone or self.timezone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,12 @@ from flux_secu.actors.panic import PanicIngressActor
 from flux_secu.actors.rules import RulesActor
 from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.letterbox import LetterboxSpec
+from flux_secu.evidence.recorder import EvidenceSettings
+
+
+def camera_actor_name(deployment_id: str, camera_id: str) -> str:
+    """Camera actors are named, so that the rules find them again after either one restarts."""
+    return f"flux-secu:{deployment_id}:camera:{camera_id}"
 
 
 def init_local_ray(num_cpus: int | None = None, object_store_mib: int = 512) -> None:
@@ -43,6 +50,7 @@ class Deployment:
     runs: dict[str, ray.ObjectRef] = field(default_factory=dict)
     spec: LetterboxSpec | None = None
     ingress: Any = None
+    deployment_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @classmethod
     def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
@@ -59,7 +67,9 @@ class Deployment:
                 dep.speakers[site.id] = SpeakerActor.remote(  # type: ignore[attr-defined]
                     site, config.store, config.var_dir, escalation, dry_run
                 )
-        dep.rules = RulesActor.remote(config, dep.speakers, dep.escalations)  # type: ignore[attr-defined]
+        dep.rules = RulesActor.remote(  # type: ignore[attr-defined]
+            config, dep.speakers, dep.escalations, dep.deployment_id
+        )
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
         # The HTTP ingress serves panic webhooks and acknowledgement links; MQTT only with panic devices.
         # Never in a replay (dry run): it would take the production ingress's MQTT client id and port.
@@ -83,9 +93,16 @@ class Deployment:
         realtime: bool = True,
         clock_start: datetime | None = None,
     ) -> Any:
-        actor = CameraActor.remote(  # type: ignore[attr-defined]
+        evidence = self.config.evidence
+        settings = EvidenceSettings(
+            self.config.evidence_dir, evidence.before_s, evidence.after_s, evidence.width,
+            evidence.jpeg_quality, camera.detect_fps,
+        ) if evidence.enabled else None
+        actor = CameraActor.options(  # type: ignore[attr-defined]
+            name=camera_actor_name(self.deployment_id, camera.id)
+        ).remote(
             site_id, camera, self.spec, self.pool,
-            realtime=realtime, clock_start=clock_start,
+            realtime=realtime, clock_start=clock_start, evidence=settings, store=self.config.store,
         )
         self.cameras[camera.id] = actor
         self.runs[camera.id] = actor.run.remote()

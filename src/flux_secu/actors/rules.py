@@ -23,6 +23,7 @@ import structlog
 from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import load_labels
+from flux_secu.evidence.recorder import EvidenceRequest
 from flux_secu.logs import configure_from_env
 from flux_secu.rules.calendar import Override, SiteCalendar, is_armed
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
@@ -67,7 +68,8 @@ class _Camera:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class RulesActor:
-    def __init__(self, config: Config, speakers: dict[str, Any], escalations: dict[str, Any]) -> None:
+    def __init__(self, config: Config, speakers: dict[str, Any], escalations: dict[str, Any],
+                 deployment_id: str = "") -> None:
         configure_from_env()
         self.config = config
         self.store = open_store(config.store)
@@ -87,6 +89,9 @@ class RulesActor:
         self.site_incident: dict[str, tuple[str, float, str]] = {}
         self.frames = 0
         self.pending: list[ray.ObjectRef] = []
+        self.deployment_id = deployment_id
+        self.camera_actors: dict[str, Any] = {}
+        self.evidence_pending: list[tuple[str, ray.ObjectRef]] = []
         self.rechecks = Rechecks()
         self._overrides: dict[str, Override | None] = {}
         self._overrides_read = 0.0
@@ -240,6 +245,8 @@ class RulesActor:
             self.rechecks.schedule(incident, meta.capture_ts + self.config.rules.recheck_after_s)
         else:  # nothing to deter with: straight to the on-call chain
             self._escalate(incident, "Site sans haut-parleur.")
+        # After the warning is on its way: finding the camera's actor can take a round trip to Ray.
+        self._request_evidence(incident, meta)
         self.pending = [r for r in self.pending if not _done(r)]
 
     def _after_recheck(self, incident: Incident, meta: FrameMeta) -> None:
@@ -270,6 +277,25 @@ class RulesActor:
             self.store.record_event(incident, "presence_ended", meta.capture_ts,
                                     {"camera": meta.camera, "last_seen_ts": change.last_seen_ts},
                                     key=f"presence_ended:{meta.camera}")
+
+    def _request_evidence(self, incident: Incident, meta: FrameMeta) -> None:
+        """Ask the camera (which alone has the frames) for the snapshot and clip of a new incident."""
+        if not self.config.evidence.enabled or not self.deployment_id:
+            return
+        camera = self.camera_actors.get(meta.camera)
+        if camera is None:
+            from flux_secu.actors.graph import camera_actor_name
+
+            try:
+                camera = ray.get_actor(camera_actor_name(self.deployment_id, meta.camera))
+            except ValueError:
+                log.warning("evidence_camera_unknown", incident=incident.id, camera=meta.camera)
+                return
+            self.camera_actors[meta.camera] = camera
+        request = EvidenceRequest(incident.id, meta.capture_ts, incident.detections,
+                                  (meta.geometry.width, meta.geometry.height))
+        self.evidence_pending.append((incident.id, camera.record_evidence.remote(request)))
+        self.evidence_pending = [(i, r) for i, r in self.evidence_pending if not _done(r)]
 
     # --- activity (vehicles at night...) ----------------------------------------------------------
 
@@ -303,7 +329,13 @@ class RulesActor:
         """Wait for the warnings and notifications already handed out; returns how many."""
         pending, self.pending = self.pending, []
         ray.get(pending)
-        return len(pending)
+        evidence, self.evidence_pending = self.evidence_pending, []
+        for incident, ref in evidence:
+            try:
+                ray.get(ref)
+            except Exception as exc:  # a camera that died holding its frames: the alert is unaffected
+                log.error("evidence_failed", incident=incident, error=type(exc).__name__)
+        return len(pending) + len(evidence)
 
     def stats(self, since: float | None = None) -> dict[str, Any]:
         """Counters, and the latency of live frames that reached the rules at or after wall time

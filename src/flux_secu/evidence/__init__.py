@@ -1,0 +1,1 @@
+"""Evidence: what an incident keeps as proof (snapshot, clip), privacy masks, and its retention."""
