@@ -85,7 +85,7 @@ class Deployment:
     ) -> Any:
         actor = CameraActor.remote(  # type: ignore[attr-defined]
             site_id, camera, self.spec, self.pool,
-            realtime=realtime, clock_start=clock_start,
+            realtime=realtime, clock_start=clock_start, faults=self.rules,
         )
         self.cameras[camera.id] = actor
         self.runs[camera.id] = actor.run.remote()
