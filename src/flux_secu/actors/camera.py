@@ -151,7 +151,8 @@ class CameraActor:
         if watchdog.is_alive():
             watchdog.join()
         self._drain()
-        ray.wait(self._fault_refs, num_returns=len(self._fault_refs), timeout=5.0)
+        if self._fault_refs:  # the last faults reach the store before the camera reports it stopped
+            ray.wait(self._fault_refs, num_returns=len(self._fault_refs), timeout=5.0)
         return self.stats()
 
     def _open(self) -> VideoSource:
@@ -248,8 +249,12 @@ class CameraActor:
     def _watch_link(self) -> None:
         while not self._stop.wait(WATCHDOG_PERIOD_S):
             event = self._link.poll(time.time())
-            if event is not None:
+            if event is None:
+                continue
+            try:
                 self._link_event(event)
+            except Exception as exc:  # the rules actor is restarting: the fault stays in the log
+                self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
 
     def _link_event(self, event: LinkEvent) -> None:
         self._fault(CameraFault(self.site, self.config.id, "video_loss", event.kind == "video_loss",
@@ -261,7 +266,7 @@ class CameraActor:
 
     def _fault(self, fault: CameraFault) -> None:
         self.counters.faults_raised += fault.active
-        self.log.warning("camera_fault", fault=fault.fault, event=fault.event, since=fault.since,
+        self.log.warning("camera_fault", fault=fault.fault, change=fault.event, since=fault.since,
                          **fault.details)
         if self.faults is not None:
             self._fault_refs = [r for r in self._fault_refs if not _ready(r)]

@@ -306,7 +306,7 @@ class RulesActor:
         recorded = record_camera_fault(self.store, fault)
         if recorded:
             log.info("camera_fault", site=fault.site, camera=fault.camera, fault=fault.fault,
-                     event=fault.event, since=fault.since)
+                     change=fault.event, since=fault.since)
         return recorded
 
     # --- housekeeping -----------------------------------------------------------------------------

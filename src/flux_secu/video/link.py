@@ -44,10 +44,9 @@ class Backoff:
 class LinkEvent:
     kind: Literal["video_loss", "video_restored"]
     ts: float
-    """When it happened: for a loss, the last frame's arrival (or the start); for a restoration, the
-    first new frame's."""
+    """When it was noticed: the silence reached its limit, or the first new frame arrived."""
     since: float
-    """When the loss began (the incident it belongs to is keyed on it)."""
+    """When the loss began: the last frame's arrival, or the start (the incident is keyed on it)."""
     down_s: float
 
 
@@ -84,7 +83,7 @@ class LinkMonitor:
             if self._lost_since is not None or self._blocked or now - self._last < self.loss_after_s:
                 return None
             self._lost_since = self._last
-            return LinkEvent("video_loss", self._last, self._last, now - self._last)
+            return LinkEvent("video_loss", now, self._last, now - self._last)
 
     @contextmanager
     def blocked(self, clock: Callable[[], float]) -> Iterator[None]:
