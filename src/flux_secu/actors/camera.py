@@ -45,7 +45,7 @@ log = structlog.get_logger("flux_secu.camera")
 MAX_IN_FLIGHT = 2
 STALE_AFTER_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
-WATCHDOG_PERIOD_S = 0.25
+WATCHDOG_PERIOD_S = 0.5
 OPEN_TIMEOUT_S = 10.0
 # A live camera decodes on one thread: the box runs one actor per camera, which is where the
 # parallelism is (see VideoSource). A replay decodes with FFmpeg's default threads.
