@@ -11,6 +11,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and the command that shows each one is there.
 SYSTEM_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg sox:sox mosquitto:mosquitto \
 	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server
+# Debian packages without a command of their own, checked with dpkg: the real RTSP server the camera
+# tests read from (gst-rtsp-server, run by Debian's python3 through python3-gi: tests/rtsp_server.py;
+# qtdemux and rtph264pay are in plugins-good, h264parse in plugins-bad).
+SYSTEM_LIBRARIES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad python3-gi
 
 .PHONY: install system-deps demo test lint bench clean
 
@@ -23,6 +28,9 @@ system-deps:
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	for pkg in $(SYSTEM_LIBRARIES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -16,6 +16,7 @@ import re
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -213,17 +214,33 @@ class RulesConfig(_Strict):
         return self
 
 
+NormalisedPoint = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+
+
 class MotionConfig(_Strict):
     enabled: bool = True
     width: int = Field(160, ge=32, le=1920)
     pixel_threshold: int = Field(18, ge=1, le=255)
     min_area: float = Field(0.0015, gt=0, lt=1)
+    """Share of the (unmasked) image that must change for a frame to count as motion."""
     recalibrate_area: float = Field(0.6, gt=0, le=1)
+    """A change over this share of the image at once (IR switch, lightning, headlights) is a new scene:
+    the gate adopts it as its background instead of firing."""
     hold_s: float = Field(2.0, ge=0, le=60)
     heartbeat_s: float = Field(2.0, gt=0, le=600)
+    """A still scene is still analysed this often, so a motionless intruder is not forgotten."""
+    ignore: list[list[NormalisedPoint]] = []
+    """Polygons (normalised 0-1 coordinates) whose changes never count as motion: road, trees, flags."""
+
+    @field_validator("ignore")
+    @classmethod
+    def _polygons(cls, value: list[list[NormalisedPoint]]) -> list[list[NormalisedPoint]]:
+        for i, polygon in enumerate(value):
+            if len(polygon) < 3:
+                raise ValueError(f"polygon {i} needs at least 3 points")
+        return value
 
 
-NormalisedPoint = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 Action = Literal["intrusion", "event", "ignore"]
 
 
@@ -242,13 +259,51 @@ class ZoneConfig(_Strict):
     """Boxes shorter than this fraction of the image height are ignored here (far away, insects)."""
 
 
+class HealthConfig(_Strict):
+    """Camera health checks (``video/health.py``): each raises a ``camera_fault`` incident, never an
+    intrusion, once its condition has held for ``alarm_after_s``, and clears it after ``clear_after_s``."""
+
+    enabled: bool = True
+    interval_s: float = Field(1.0, gt=0, le=60)
+    """How often a sampled frame is checked (the checks cost ~1 ms; once a second is plenty)."""
+    alarm_after_s: float = Field(10.0, ge=0, le=3600)
+    clear_after_s: float = Field(5.0, ge=0, le=3600)
+    frozen_diff: float = Field(0.3, ge=0, le=255)
+    """Frozen: mean absolute difference (grey levels) between checks below this. A live sensor's noise
+    alone gives ~1; a stuck encoder repeating its last image gives ~0."""
+    black_mean: float = Field(8.0, ge=0, le=255)
+    """Black: mean grey level below this (the synthetic night clip averages ~32)."""
+    blank_std: float = Field(4.0, ge=0, le=255)
+    """Blank: standard deviation of grey levels below this (a uniform grey or blue "no signal" image)."""
+    covered_ratio: float = Field(0.3, gt=0, lt=1)
+    """Covered or defocused: sharpness (variance of the Laplacian) below this share of the reference's."""
+    moved_shift: float = Field(0.05, gt=0, lt=1)
+    """Moved: the view shifted from the reference by more than this share of the image width."""
+    reference_after_s: float = Field(2.0, ge=0, le=3600)
+    """The reference view (sharpness, landmarks) is the first healthy check this long after start."""
+
+
+Transport = Literal["tcp", "udp"]
+_LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+
 class CameraConfig(_Strict):
     id: Identifier
     name: str = ""
     source: str
+    """A file, ``rtsp://host[:port]/path`` or ``http(s)://host[:port]/path`` (MJPEG). Put credentials in
+    ``username``/``password`` (from ``${ENV}``), or ``${ENV}`` inside the URL; logs always redact them."""
+    username: str | None = None
+    password: SecretStr | None = None
+    """Use ``${ENV_VAR}``; hidden from repr and logs, inserted (URL-encoded) into the URL on open."""
+    transport: Transport = "tcp"
+    """RTSP only: RTP interleaved in the RTSP TCP connection (firewall- and loss-proof) or RTP over UDP."""
     detect_fps: float = Field(5.0, gt=0, le=60)
     loop: bool = True
+    video_loss_after_s: float = Field(5.0, gt=0, le=3600)
+    """No frame for this long: a ``video_loss`` camera fault (``video_restored`` when frames come back)."""
     motion: MotionConfig = MotionConfig()
+    health: HealthConfig = HealthConfig()
     zones: list[ZoneConfig] = []
     """Checked in order; with none, the whole image is one zone with the default policies."""
     ignore: list[list[NormalisedPoint]] = []
@@ -261,8 +316,34 @@ class CameraConfig(_Strict):
     @classmethod
     def _source(cls, value: str, info: ValidationInfo) -> str:
         if is_url(value):
+            scheme = value.split("://", 1)[0].lower()
+            if scheme not in _LIVE_SCHEMES:
+                # The URL may hold a password: name the scheme only.
+                raise ValueError(f"unsupported scheme {scheme!r} (use rtsp, rtsps, http, https or a file)")
             return value
         return str(_existing_file(Path(value), info))
+
+    @model_validator(mode="after")
+    def _live_fields(self) -> CameraConfig:
+        live = is_url(self.source)
+        for name in ("username", "password"):
+            if name in self.model_fields_set and not live:
+                raise ValueError(f"field {name!r} needs a URL source (rtsp:// or http://)")
+        if "transport" in self.model_fields_set and not self.source.lower().startswith(("rtsp://", "rtsps://")):
+            raise ValueError("field 'transport' applies to rtsp:// sources only")
+        if self.password is not None and not self.username:
+            raise ValueError("field 'password' needs field 'username'")
+        if self.username and "@" in self.source.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("field 'username': the source URL already holds credentials")
+        return self
+
+    def url(self) -> str:
+        """The source with the credentials inserted: for opening only, never for logging."""
+        if not self.username:
+            return self.source
+        scheme, rest = self.source.split("://", 1)
+        secret = "" if self.password is None else ":" + quote(self.password.get_secret_value(), safe="")
+        return f"{scheme}://{quote(self.username, safe='')}{secret}@{rest}"
 
 
 class SpeakerConfig(_Strict):

@@ -4,6 +4,12 @@ At most ``max_in_flight`` frames are in the pool at once. Live, a frame that fin
 waits in a single pending slot where the next sampled frame replaces it (newest wins, the older one
 is counted as dropped). In replay (``realtime=False``) the camera waits for a slot instead, so an
 evaluation sees every sampled frame.
+
+Faults (``video/link.py``, ``video/health.py``) go to ``faults`` (the rules actor, which records them as
+``camera_fault`` incidents): ``video_loss`` when no frame arrived for ``video_loss_after_s`` (a
+watchdog thread, since a dead stream can block a read), ``video_restored`` at the next frame, and the
+health checks' frozen, black, blank, covered and moved. A failed open or read is logged (URL
+redacted) and retried after an exponential back-off with jitter.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from flux_secu.evidence.privacy import PrivacyMask
 from flux_secu.evidence.recorder import EvidenceFile, EvidenceRecorder, EvidenceRequest, EvidenceSettings
 from flux_secu.logs import configure_from_env
 from flux_secu.redact import redact_url
+from flux_secu.video.faults import CameraFault
 from flux_secu.video.frame import CameraFrame, FrameMeta
+from flux_secu.video.health import FaultChange, HealthMonitor
+from flux_secu.video.link import Backoff, LinkEvent, LinkMonitor
 from flux_secu.video.motion import MotionGate
 from flux_secu.video.sampling import FrameSampler
 from flux_secu.video.slot import NewestWins
@@ -39,6 +48,8 @@ log = structlog.get_logger("flux_secu.camera")
 MAX_IN_FLIGHT = 2
 STALE_AFTER_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+WATCHDOG_PERIOD_S = 0.5
+OPEN_TIMEOUT_S = 10.0
 # A live camera decodes on one thread: the box runs one actor per camera, which is where the
 # parallelism is (see VideoSource). A replay decodes with FFmpeg's default threads.
 LIVE_DECODE_THREADS = 1
@@ -60,6 +71,7 @@ class CameraCounters:
     frames_lost: int = 0
     reconnects: int = 0
     loops: int = 0
+    faults_raised: int = 0
 
 
 @ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=0)
@@ -76,6 +88,7 @@ class CameraActor:
         max_in_flight: int = MAX_IN_FLIGHT,
         evidence: EvidenceSettings | None = None,
         store: StoreConfig | None = None,
+        faults: Any = None,
     ) -> None:
         configure_from_env()
         # The per-frame OpenCV work here (colour conversion, motion-gate resize and blur, letterbox)
@@ -96,10 +109,18 @@ class CameraActor:
         self._seq = 0
         self.log = log.bind(site=site, camera=camera.id)
         self._evidence = _Evidence(evidence, store, camera, self.log) if evidence is not None else None
+        self.faults = faults
+        """Where camera faults go (the rules actor's ``camera_fault``); None: logged only."""
+        self._fault_refs: list[ray.ObjectRef] = []
+        self._link = LinkMonitor(camera.video_loss_after_s, time.time())
+        self._health = HealthMonitor(camera.health, time.time())
+        self.last_error = ""
 
     def stats(self) -> dict[str, Any]:
         return {"camera": self.config.id, "site": self.site, **self.counters.__dict__,
-                "drops": self._slot.drops, "in_flight": len(self._in_flight)}
+                "drops": self._slot.drops, "in_flight": len(self._in_flight),
+                "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
+                "last_error": self.last_error}
 
     def stop(self) -> None:
         self._stop.set()
@@ -117,37 +138,55 @@ class CameraActor:
 
     def run(self) -> dict[str, Any]:
         """Read the source until stopped (live) or until the end of the file (replay)."""
-        backoff = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         sampler = FrameSampler(self.config.detect_fps)
         gate = MotionGate(self.config.motion)
+        watchdog = threading.Thread(target=self._watch_link, name="camera-watchdog", daemon=True)
+        if self.realtime:  # a replay reads a file as fast as it can: no silence to watch
+            watchdog.start()
         while not self._stop.is_set():
             try:
-                source = VideoSource(self.config.source, loop=self.config.loop and self.realtime,
-                                     realtime=self.realtime,
-                                     decode_threads=LIVE_DECODE_THREADS if self.realtime else None)
+                source = self._open()
             except SourceError as exc:
-                self.log.error("camera_open_failed", error=str(exc), retry_in_s=round(backoff, 1))
-                self.counters.reconnects += 1
-                self._stop.wait(backoff * (0.8 + 0.4 * np.random.random()))
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                self._failed("camera_open_failed", exc, backoff)
                 continue
             self.log.info("camera_started", source=redact_url(self.config.source), fps=source.fps,
                           realtime=self.realtime)
+            read_before = self.counters.frames_read
             try:
                 finished = self._read(source, sampler, gate)
-                backoff = RECONNECT_MIN_S
             except SourceError as exc:
-                self.log.error("camera_read_failed", error=str(exc))
                 finished = False
-                self.counters.reconnects += 1
+                if self.counters.frames_read > read_before:
+                    backoff.reset()  # it worked for a while: the next attempt comes soon
+                self._failed("camera_read_failed", exc, backoff)
             finally:
                 source.close()
             if finished:
                 break
+        self._stop.set()
+        if watchdog.is_alive():
+            watchdog.join()
         self._drain()
         if self._evidence is not None:
             self._evidence.source_ended()
+        if self._fault_refs:  # the last faults reach the store before the camera reports it stopped
+            ray.wait(self._fault_refs, num_returns=len(self._fault_refs), timeout=5.0)
         return self.stats()
+
+    def _open(self) -> VideoSource:
+        return VideoSource(self.config.url(), loop=self.config.loop and self.realtime, realtime=self.realtime,
+                           decode_threads=LIVE_DECODE_THREADS if self.realtime else None,
+                           transport=self.config.transport, open_timeout_s=OPEN_TIMEOUT_S,
+                           read_timeout_s=self.config.video_loss_after_s)
+
+    def _failed(self, event: str, exc: SourceError, backoff: Backoff) -> None:
+        """Log (the message names the redacted URL only) and wait before the next attempt."""
+        delay = backoff.next()
+        self.last_error = str(exc)
+        self.counters.reconnects += 1
+        self.log.error(event, error=str(exc), retry_in_s=round(delay, 2))
+        self._stop.wait(delay)
 
     def _read(self, source: VideoSource, sampler: FrameSampler, gate: MotionGate) -> bool:
         """True at the end of a non-looping file."""
@@ -157,14 +196,20 @@ class CameraActor:
                 return True
             self.counters.frames_read += 1
             self.counters.loops = grabbed.loop
-            self._reap()
+            if self.realtime and (restored := self._link.frame(time.time())) is not None:
+                self._link_event(restored)
             if not sampler.take(grabbed.pos_s):
                 continue
+            # Only for sampled frames: a wait per decoded frame (25/s) cost more than the frames it freed.
+            self._reap()
             self.counters.frames_sampled += 1
             capture_ts = (self.clock_start + grabbed.pos_s) if self.clock_start is not None else time.time()
             image = source.retrieve()
             if self._evidence is not None:
                 self._evidence.keep(capture_ts, image)
+            if self._health.due(capture_ts):
+                for change in self._health.check(image, capture_ts):
+                    self._health_change(change, grabbed.pos_s)
             decision = gate.check(image, capture_ts)
             if not decision.analyse:
                 self.counters.frames_gated += 1
@@ -181,7 +226,8 @@ class CameraActor:
     def _offer(self, meta: FrameMeta, canvas: npt.NDArray[np.uint8]) -> None:
         if not self.realtime:
             while len(self._in_flight) >= self.max_in_flight:
-                ray.wait(self._in_flight, num_returns=1)
+                with self._link.blocked(time.time):  # waiting for the pipeline, not for the source
+                    ray.wait(self._in_flight, num_returns=1)
                 self._reap()
         self._slot.offer((meta, canvas))
         self._flush_pending()
@@ -218,6 +264,36 @@ class CameraActor:
         while self._in_flight:
             ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=5.0)
             self._reap()
+
+    def _watch_link(self) -> None:
+        while not self._stop.wait(WATCHDOG_PERIOD_S):
+            event = self._link.poll(time.time())
+            if event is None:
+                continue
+            try:
+                self._link_event(event)
+            except Exception as exc:  # the rules actor is restarting: the fault stays in the log
+                self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+
+    def _link_event(self, event: LinkEvent) -> None:
+        self._fault(CameraFault(self.site, self.config.id, "video_loss", event.kind == "video_loss",
+                                event.ts, event.since, {"silent_s": round(event.down_s, 2)}))
+
+    def _health_change(self, change: FaultChange, clip_time_s: float) -> None:
+        self._fault(CameraFault(self.site, self.config.id, change.fault, change.active, change.ts,
+                                change.since, change.details, round(clip_time_s, 3)))
+
+    def _fault(self, fault: CameraFault) -> None:
+        self.counters.faults_raised += fault.active
+        self.log.warning("camera_fault", fault=fault.fault, change=fault.event, since=fault.since,
+                         **fault.details)
+        if self.faults is not None:
+            self._fault_refs = [r for r in self._fault_refs if not _ready(r)]
+            self._fault_refs.append(self.faults.camera_fault.remote(fault))
+
+
+def _ready(ref: ray.ObjectRef) -> bool:
+    return bool(ray.wait([ref], timeout=0)[0])
 
 
 class _Evidence:
@@ -279,3 +355,4 @@ class _Evidence:
             self._store = open_store(self.store_config)
         self._store.record_event(written.incident_id, "evidence", time.time(), written.event_data(),
                                  key=f"evidence:{written.file}")
+    # --- faults -----------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ class Deployment:
             name=camera_actor_name(self.deployment_id, camera.id)
         ).remote(
             site_id, camera, self.spec, self.pool,
-            realtime=realtime, clock_start=clock_start, evidence=settings, store=self.config.store,
+            realtime=realtime, clock_start=clock_start, faults=self.rules,
+            evidence=settings, store=self.config.store,
         )
         self.cameras[camera.id] = actor
         self.runs[camera.id] = actor.run.remote()

@@ -32,6 +32,7 @@ from flux_secu.rules.presence import PresenceConfirmed, PresenceEnded, PresenceT
 from flux_secu.rules.recheck import Rechecks
 from flux_secu.rules.tracking import IouTracker, iou_matrix
 from flux_secu.store import open_store
+from flux_secu.video.faults import CameraFault, record_camera_fault
 from flux_secu.video.frame import FrameMeta
 
 log = structlog.get_logger("flux_secu.rules")
@@ -322,6 +323,17 @@ class RulesActor:
         if self.store.open_incident(activity):
             self.store.set_state(activity.id, IncidentState.CLOSED)
             self.store.record_event(activity.id, "activity", meta.capture_ts, {"zone": decision.zone})
+
+    # --- camera faults ----------------------------------------------------------------------------
+
+    def camera_fault(self, fault: CameraFault) -> bool:
+        """A camera raised or cleared a fault (video loss, frozen, covered...): a ``camera_fault``
+        incident, never an intrusion. False when already recorded (a retried call)."""
+        recorded = record_camera_fault(self.store, fault)
+        if recorded:
+            log.info("camera_fault", site=fault.site, camera=fault.camera, fault=fault.fault,
+                     change=fault.event, since=fault.since)
+        return recorded
 
     # --- housekeeping -----------------------------------------------------------------------------
 
