@@ -43,21 +43,43 @@ def check(config: Path) -> None:
     typer.echo(f"{config}: OK ({len(cfg.sites)} site(s), {cameras} camera(s))")
 
 
+AddressOption = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS",
+    help="Ray cluster to join: auto, HOST:PORT of its head (default: $RAY_ADDRESS, else auto).")]
+
+
 @app.command()
 def run(
     config: Path,
     for_seconds: Annotated[float | None, typer.Option("--for", help="Stop after this many seconds.")] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="Log JSON lines.")] = False,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Run on this Ray cluster (auto, HOST:PORT), not an embedded local Ray.")] = None,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="With --address: return once everything runs; flux-secu stop ends it.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", help="Embedded Ray: port of its Prometheus metrics endpoint.")] = None,
 ) -> None:
-    """Run every camera of CONFIG on an embedded local Ray until Ctrl-C (or --for SECONDS)."""
+    """Run every camera of CONFIG until Ctrl-C (or --for SECONDS), on an embedded local Ray or a cluster.
+
+    The deployment belongs to a named supervisor actor: while it runs, flux-secu cameras, pool, reload
+    and stop change it from any machine that reaches the cluster.
+    """
     from flux_secu.logs import configure
 
     configure(json_lines=json_logs)
     cfg = _load(config)
-    from flux_secu.actors.graph import Deployment, init_local_ray
+    if detach and address is None:
+        typer.echo("flux-secu: --detach needs --address (an embedded Ray ends with this command)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    from flux_secu.actors.graph import init_local_ray
+    from flux_secu.actors.supervisor import create_supervisor, error_text
     from flux_secu.store import open_store
 
-    init_local_ray()
+    if address is None:
+        init_local_ray(metrics_port=metrics_port)
+    else:
+        _join(address)
     import ray
 
     stopping = False
@@ -70,12 +92,27 @@ def run(
     signal.signal(signal.SIGTERM, on_signal)
     store = open_store(cfg.store)
     last_seq = max((e.seq for e in store.events()), default=0)
+    supervisor = None
     try:
-        dep = Deployment.build(cfg)
-        dep.start_all_cameras()
+        # On a cluster, the actors' processes do not inherit this one's environment.
+        env = {"env_vars": {"FLUX_SECU_LOG_JSON": os.environ["FLUX_SECU_LOG_JSON"]}} if address else None
+        try:
+            supervisor = create_supervisor(cfg, runtime_env=env)
+        except RuntimeError as exc:
+            typer.echo(f"flux-secu: {exc}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from None
+        try:
+            started = ray.get(supervisor.start.remote())
+        except ray.exceptions.RayError as exc:
+            typer.echo(f"flux-secu: the deployment did not start: {error_text(exc)}", err=True)
+            raise typer.Exit(1) from None
         where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
-        log.info("running", sites=len(cfg.sites), cameras=len(dep.cameras), store=where,
+        log.info("running", sites=len(cfg.sites), cameras=started["cameras"], store=where,
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")
+        if detach:
+            supervisor = None  # it outlives this command
+            typer.echo(f"flux-secu: running on {address}; flux-secu stop --address {address} ends it")
+            return
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         next_stats = time.monotonic() + 10
         next_purge = time.monotonic()
@@ -87,13 +124,15 @@ def run(
                 _purge(cfg, store)
             if time.monotonic() >= next_stats:
                 next_stats += 10
-                for s in dep.camera_stats():
+                for s in ray.get(supervisor.cameras.remote()):
                     log.info("camera_stats", **s)
         log.info("stopping")
-        for s in dep.stop():
+        for s in ray.get(supervisor.stop.remote()):
             log.info("camera_stopped", **s)
         _log_new_events(store, last_seq)
     finally:
+        if supervisor is not None:
+            ray.kill(supervisor)
         store.close()
         ray.shutdown()
 
@@ -108,6 +147,16 @@ def _purge(cfg: Config, store: Any) -> None:
     if report.purged or report.held:
         log.info("evidence_purged", purged=len(report.purged), kept_on_legal_hold=len(report.held),
                  retention_days=cfg.evidence.retention_days)
+
+
+def _join(address: str) -> None:
+    from flux_secu.actors.graph import connect_ray
+
+    try:
+        connect_ray(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        typer.echo(f"flux-secu: cannot join the Ray cluster at {address}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _log_new_events(store: Any, after_seq: int) -> int:
@@ -466,6 +515,133 @@ def model_prepare(
         f"{', already dynamic' if report.already_dynamic else ''}); "
         f"batch of {report.batch} matches {report.batch} single runs (max abs diff {report.max_abs_diff:.2g})"
     )
+
+
+# --- a running deployment ----------------------------------------------------------------------------
+
+def _supervisor(address: str | None) -> Any:
+    """Join the cluster and find the deployment's supervisor, or exit with status 1 saying why."""
+    from flux_secu.actors.supervisor import NoDeployment, get_supervisor
+
+    _join(address or "auto")
+    try:
+        return get_supervisor()
+    except NoDeployment as exc:
+        typer.echo(f"flux-secu: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _call(method: Any, *args: Any) -> Any:
+    """Call a supervisor method; a refused change exits with status 2 and the supervisor's one-line reason."""
+    import ray
+
+    from flux_secu.actors.supervisor import error_text
+
+    try:
+        return ray.get(method.remote(*args))
+    except ray.exceptions.RayTaskError as exc:
+        typer.echo(f"flux-secu: {error_text(exc)}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+cameras_app = typer.Typer(no_args_is_help=True, help="Cameras of a running deployment: list, add, remove.")
+app.add_typer(cameras_app, name="cameras")
+CAMERA_COLUMNS = ("camera", "site", "state", "frames_read", "frames_done", "drops", "frames_lost",
+                  "reconnects", "restarts", "source")
+
+
+@cameras_app.command("list")
+def cameras_list(
+    address: AddressOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per camera.")] = False,
+) -> None:
+    """Every camera of the running deployment and its counters."""
+    rows = _call(_supervisor(address).cameras)
+    for row in rows:
+        _echo(row if json_output else {k: row.get(k, "") for k in CAMERA_COLUMNS}, json_output)
+
+
+@cameras_app.command("add")
+def cameras_add(
+    site: str, camera_id: Annotated[str, typer.Argument(metavar="CAMERA")],
+    source: Annotated[str, typer.Argument(help="rtsp:// or http:// URL, or a video file on the cluster.")],
+    detect_fps: Annotated[float, typer.Option(help="Frames analysed per second.")] = 5.0,
+    loop: Annotated[bool, typer.Option(help="Loop a video file.")] = True,
+    address: AddressOption = None,
+) -> None:
+    """Start camera CAMERA of SITE reading SOURCE, with default zones, while the others keep running.
+
+    A lasting change goes into the config file too (flux-secu reload applies the file).
+    """
+    from pydantic import ValidationError
+
+    from flux_secu.config import CameraConfig, describe_validation_error
+
+    try:
+        camera = CameraConfig.model_validate(
+            {"id": camera_id, "source": source, "detect_fps": detect_fps, "loop": loop},
+            context={"base_dir": Path.cwd()},
+        )
+    except ValidationError as exc:
+        typer.echo(f"flux-secu: camera: {describe_validation_error(exc)}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    added = _call(_supervisor(address).add_camera, site, camera)
+    typer.echo(f"{added['camera']}: added to {added['site']}")
+
+
+@cameras_app.command("remove")
+def cameras_remove(
+    camera_id: Annotated[str, typer.Argument(metavar="CAMERA")], address: AddressOption = None
+) -> None:
+    """Stop CAMERA (its frames in flight are analysed first) while the others keep running."""
+    stats = _call(_supervisor(address).remove_camera, camera_id)
+    done = "" if stats is None else f" after {stats['frames_done']} analysed frame(s)"
+    typer.echo(f"{camera_id}: removed{done}")
+
+
+pool_app = typer.Typer(no_args_is_help=True, help="Inference pool of a running deployment.")
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("scale")
+def pool_scale(
+    actors: Annotated[int, typer.Argument(min=1, help="Number of inference actors.")],
+    address: AddressOption = None,
+) -> None:
+    """Grow or shrink the inference pool to ACTORS actors; frames keep flowing meanwhile."""
+    size = _call(_supervisor(address).scale_pool, actors)
+    typer.echo(f"pool: {size} inference actor(s)")
+
+
+@pool_app.command("stats")
+def pool_stats(address: AddressOption = None) -> None:
+    """Queue depth, batches, actors of the inference pool (one JSON object)."""
+    typer.echo(json.dumps(_call(_supervisor(address).pool_stats)))
+
+
+@app.command()
+def reload(config: Path, address: AddressOption = None) -> None:
+    """Apply CONFIG to the running deployment: cameras added, removed, or restarted when their settings
+    changed, pool resized; the other cameras keep running. Any other change is refused (status 2) and
+    nothing changes: restart the deployment for it."""
+    cfg = _load(config)
+    summary = _call(_supervisor(address).reload, cfg)
+    for key in ("added", "removed", "restarted"):
+        typer.echo(f"{key}: {', '.join(summary[key]) or '-'}")
+    typer.echo(f"unchanged: {len(summary['unchanged'])} camera(s)")
+    if summary["pool_actors"] is not None:
+        typer.echo(f"pool: {summary['pool_actors']} inference actor(s)")
+
+
+@app.command()
+def stop(address: AddressOption = None) -> None:
+    """End the running deployment: cameras stop, frames and alerts in flight finish, every actor ends."""
+    import ray
+
+    supervisor = _supervisor(address)
+    stats = _call(supervisor.stop)
+    ray.kill(supervisor)
+    typer.echo(f"stopped {len(stats)} camera(s)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

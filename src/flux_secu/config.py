@@ -158,6 +158,30 @@ class ModelConfig(_Strict):
         return self
 
 
+class AutoscaleConfig(_Strict):
+    """Bounds and thresholds of the inference pool's autoscaling (see flux_secu.autoscale)."""
+
+    min_actors: int = Field(1, ge=1, le=256)
+    max_actors: int = Field(4, ge=1, le=256)
+    interval_s: float = Field(5.0, gt=0, le=600)
+    """How often queue depth and batch fill are looked at."""
+    high_fill: float = Field(0.75, gt=0, le=1)
+    """Mean batch size / max_batch at or above which the pool is saturated."""
+    low_fill: float = Field(0.25, ge=0, lt=1)
+    up_after: int = Field(2, ge=1, le=100)
+    """Consecutive saturated looks before an actor is added."""
+    down_after: int = Field(6, ge=1, le=1000)
+    """Consecutive idle looks before an actor is removed."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleConfig:
+        if self.min_actors > self.max_actors:
+            raise ValueError("min_actors must not exceed max_actors")
+        if self.low_fill >= self.high_fill:
+            raise ValueError("low_fill must be below high_fill")
+        return self
+
+
 class InferenceConfig(_Strict):
     actors: int = Field(1, ge=1, le=256)
     cpus_per_actor: float = Field(1.0, ge=0, le=64)
@@ -165,6 +189,8 @@ class InferenceConfig(_Strict):
     """Fractional values share a GPU between several inference actors."""
     max_batch: int = Field(4, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    autoscale: AutoscaleConfig | None = None
+    """Resize the pool from queue depth and batch fill within bounds; fixed at ``actors`` when unset."""
 
 
 class StoreConfig(_Strict):

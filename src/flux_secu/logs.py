@@ -5,8 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+
+def with_site_and_camera(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every JSON line has ``site`` and ``camera`` (null when the line is about no one camera or site), so
+    a log query can filter on them without first asking whether the key exists."""
+    event.setdefault("site", None)
+    event.setdefault("camera", None)
+    return event
 
 
 def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
@@ -19,6 +31,7 @@ def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *([with_site_and_camera] if json_lines else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

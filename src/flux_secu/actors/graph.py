@@ -24,19 +24,35 @@ def camera_actor_name(deployment_id: str, camera_id: str) -> str:
     """Camera actors are named, so that the rules find them again after either one restarts."""
     return f"flux-secu:{deployment_id}:camera:{camera_id}"
 
+NAMESPACE = "flux-secu"
+"""Ray namespace of the deployment: the named supervisor is found there from any driver."""
 
-def init_local_ray(num_cpus: int | None = None, object_store_mib: int = 512) -> None:
-    """Start an embedded single-node Ray that listens on loopback only."""
+
+def init_local_ray(
+    num_cpus: int | None = None, object_store_mib: int = 512, metrics_port: int | None = None
+) -> None:
+    """Start an embedded single-node Ray that listens on loopback only.
+
+    ``metrics_port``: where Ray's metrics agent serves Prometheus text (Ray picks a port when None).
+    """
     # Without this, Ray binds its listeners to the machine's network address.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    extra: dict[str, Any] = {} if metrics_port is None else {"_metrics_export_port": metrics_port}
     ray.init(
         address="local",
+        namespace=NAMESPACE,
         num_cpus=num_cpus or os.cpu_count() or 2,
         object_store_memory=object_store_mib * 2**20,
         include_dashboard=False,
         log_to_driver=True,
         configure_logging=False,
+        **extra,
     )
+
+
+def connect_ray(address: str) -> None:
+    """Join a running Ray cluster (``auto``, ``HOST:PORT`` or ``ray://HOST:10001``) as a driver."""
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
 
 
 @dataclass
@@ -92,14 +108,16 @@ class Deployment:
         *,
         realtime: bool = True,
         clock_start: datetime | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Any:
+        """Start a camera; ``options``: Ray actor options (placement: resources, scheduling strategy)."""
         evidence = self.config.evidence
         settings = EvidenceSettings(
             self.config.evidence_dir, evidence.before_s, evidence.after_s, evidence.width,
             evidence.jpeg_quality, camera.detect_fps,
         ) if evidence.enabled else None
         actor = CameraActor.options(  # type: ignore[attr-defined]
-            name=camera_actor_name(self.deployment_id, camera.id)
+            name=camera_actor_name(self.deployment_id, camera.id), **(options or {})
         ).remote(
             site_id, camera, self.spec, self.pool,
             realtime=realtime, clock_start=clock_start, faults=self.rules,
@@ -113,6 +131,22 @@ class Deployment:
         for site in self.config.sites:
             for camera in site.cameras:
                 self.add_camera(site.id, camera)
+
+    def remove_camera(self, camera_id: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        """Stop one camera, let its frames in flight finish, and end its actor; returns its last stats
+        (None when it did not stop in time: it is killed anyway)."""
+        actor = self.cameras.pop(camera_id)
+        run = self.runs.pop(camera_id)
+        actor.stop.remote()
+        ready, _ = ray.wait([run], timeout=timeout_s)
+        stats: dict[str, Any] | None = None
+        if ready:
+            try:
+                stats = ray.get(run)
+            except ray.exceptions.RayError:  # the actor had crashed: nothing to report
+                stats = None
+        ray.kill(actor, no_restart=True)
+        return stats
 
     def camera_stats(self) -> list[dict[str, Any]]:
         return ray.get([c.stats.remote() for c in self.cameras.values()])

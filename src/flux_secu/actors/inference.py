@@ -21,6 +21,7 @@ from flux_secu.detect.batching import BatchPolicy, least_loaded
 from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import Detector
 from flux_secu.logs import configure_from_env
+from flux_secu.metrics import BatchMetrics
 from flux_secu.video.frame import CameraFrame
 
 log = structlog.get_logger("flux_secu.inference")
@@ -81,6 +82,7 @@ class InferencePool:
         self._next_batch_id = 0
         self._turn_changed: asyncio.Condition | None = None
         self._batcher: asyncio.Task[None] | None = None
+        self.batch_metrics = BatchMetrics()  # metrics hook (flux_secu.metrics)
 
     def _new_member(self) -> _Member:
         options: dict[str, Any] = {"num_cpus": self.inference.cpus_per_actor}
@@ -174,8 +176,10 @@ class InferencePool:
         self.batch_hist[len(batch)] = self.batch_hist.get(len(batch), 0) + 1
         error: BaseException | None = None
         detections: list[Detections] = []
+        started = time.monotonic()
         try:
             detections = await member.handle.infer.remote([q.frame for q in batch])
+            self.batch_metrics.record_batch(len(batch), time.monotonic() - started)  # metrics hook
         except Exception as exc:  # a crashed actor: its frames are lost, counted, and reported
             error = exc
             self.failed_frames += len(batch)

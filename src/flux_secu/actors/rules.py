@@ -337,6 +337,16 @@ class RulesActor:
 
     # --- housekeeping -----------------------------------------------------------------------------
 
+    def use_cameras(self, config: Config, changed: list[str]) -> None:
+        """Supervisor hook: the cameras of a running deployment changed (added, removed, new settings).
+
+        Only cameras differ from the config in use (the supervisor refuses any other change), so the
+        calendars stay; a changed camera's zones and presence start afresh with its next frame.
+        """
+        self.config = config
+        for camera in changed:
+            self.cameras.pop(camera, None)
+
     def flush(self) -> int:
         """Wait for the warnings and notifications already handed out; returns how many."""
         pending, self.pending = self.pending, []

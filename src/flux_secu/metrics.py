@@ -1,0 +1,185 @@
+"""Metrics through ``ray.util.metrics``: Ray's metrics agent serves them to Prometheus.
+
+Ray exports every series with a ``ray_`` prefix (a counter also gets ``_total``) on each node's
+metrics port (``ray start --metrics-export-port``, ``flux-secu run --metrics-port``).
+
+Cameras and the pool keep their own cumulative counters (``stats()``); the supervisor polls them every
+few seconds and turns the increments into Prometheus counters here, so the per-frame code paths carry
+no metrics code. Only what a poll cannot see exactly (the size and duration of every batch) is recorded
+where it happens, by the pool (``record_batch``). Incidents and alerts come from the store's timeline,
+the one place every actor writes them to.
+
+The bookkeeping (increments between polls, a restarted actor's counters starting again from zero,
+camera health) is plain Python, tested without Ray; the ``ray.util.metrics`` objects are created
+lazily, in the process that records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "flux_secu"
+BATCH_SIZE_BOUNDARIES = [1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5]
+LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+CAMERA_COUNTERS = {
+    # stats() key -> (metric name, description)
+    "frames_read": ("camera_frames_read", "Frames decoded from the camera"),
+    "frames_done": ("camera_frames_analysed", "Frames the detector analysed"),
+    "frames_gated": ("camera_frames_gated", "Sampled frames the motion gate skipped"),
+    "drops": ("camera_drops", "Frames dropped because a newer one replaced them (overload)"),
+    "frames_lost": ("camera_frames_lost", "Frames lost in a crashed inference actor"),
+    "reconnects": ("camera_reconnects", "Times the camera's source was reopened"),
+}
+ALERT_EVENTS = {
+    # store event kind -> (metric name, description)
+    "warning": ("alert_warnings", "Voice warnings played"),
+    "notification": ("alert_notifications", "Notifications sent to on-call contacts"),
+    "acknowledged": ("alert_acknowledgements", "Incidents acknowledged"),
+}
+
+
+class Increments:
+    """Increments of cumulative counters between polls, per key.
+
+    A value below the previous one means the counter's owner restarted from zero: the whole value is new.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[Any, float] = {}
+
+    def delta(self, key: Any, value: float) -> float:
+        last = self._last.get(key)
+        self._last[key] = value
+        if last is None:
+            return value
+        return value if value < last else value - last
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._last
+
+    def forget(self, key_prefix: tuple[Any, ...]) -> None:
+        for key in [k for k in self._last if isinstance(k, tuple) and k[: len(key_prefix)] == key_prefix]:
+            del self._last[key]
+
+
+@dataclass
+class CameraPoint:
+    """One camera at one poll, as the metrics need it."""
+
+    site: str
+    camera: str
+    counters: dict[str, float]
+    fps_in: float
+    healthy: bool
+
+
+@dataclass
+class CameraTracker:
+    """Turns successive ``CameraActor.stats()`` polls into per-camera points.
+
+    A camera is healthy when it read frames since the previous poll; one that read nothing for
+    ``stale_after_s`` (a dead source, a crashed actor) is not.
+    """
+
+    stale_after_s: float = 5.0
+    _last: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """camera -> (poll time, frames_read, time frames_read last moved)"""
+
+    def point(self, stats: dict[str, Any], now: float) -> CameraPoint:
+        camera = str(stats["camera"])
+        read = float(stats["frames_read"])
+        previous = self._last.get(camera)
+        if previous is None or read < previous[1]:
+            fps, moved = 0.0, now
+        else:
+            fps = (read - previous[1]) / max(now - previous[0], 1e-9)
+            moved = now if read > previous[1] else previous[2]
+        self._last[camera] = (now, read, moved)
+        return CameraPoint(
+            site=str(stats["site"]), camera=camera,
+            counters={key: float(stats.get(key, 0)) for key in CAMERA_COUNTERS},
+            fps_in=fps, healthy=now - moved < self.stale_after_s,
+        )
+
+    def forget(self, camera: str) -> None:
+        self._last.pop(camera, None)
+
+
+class Metrics:
+    """The deployment's series; one instance per recording process."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        self.increments = Increments()
+        camera_tags = ("site", "camera")
+        self.camera_counters = {
+            key: Counter(f"{PREFIX}_{name}", description, tag_keys=camera_tags)
+            for key, (name, description) in CAMERA_COUNTERS.items()
+        }
+        self.fps_in = Gauge(f"{PREFIX}_camera_fps_in", "Frames per second read from the camera",
+                            tag_keys=camera_tags)
+        self.healthy = Gauge(f"{PREFIX}_camera_healthy", "1 while the camera delivers frames, else 0",
+                             tag_keys=camera_tags)
+        self.queue = Gauge(f"{PREFIX}_pool_queue_depth", "Frames waiting in the inference pool")
+        self.actors = Gauge(f"{PREFIX}_pool_actors", "Inference actors in the pool")
+        self.fill = Gauge(f"{PREFIX}_pool_batch_fill", "Mean batch size over max_batch since the last poll")
+        self.incidents = Counter(f"{PREFIX}_incidents", "Incidents opened", tag_keys=("site", "kind"))
+        self.alerts = {
+            kind: Counter(f"{PREFIX}_{name}", description, tag_keys=("site",))
+            for kind, (name, description) in ALERT_EVENTS.items()
+        }
+
+    def cameras(self, points: Iterable[CameraPoint]) -> None:
+        for p in points:
+            tags = {"site": p.site, "camera": p.camera}
+            for key, value in p.counters.items():
+                first = (p.camera, key) not in self.increments
+                delta = self.increments.delta((p.camera, key), value)
+                if delta > 0:
+                    self.camera_counters[key].inc(delta, tags=tags)
+                elif first:
+                    # A series exists from the camera's first poll, at 0: a dashboard shows "no drops"
+                    # rather than "no data". Counter.inc refuses 0; _record is what it calls.
+                    self.camera_counters[key]._record(0.0, tags=tags)
+            self.fps_in.set(p.fps_in, tags=tags)
+            self.healthy.set(1.0 if p.healthy else 0.0, tags=tags)
+
+    def camera_gone(self, site: str, camera: str) -> None:
+        """A removed camera: its gauges say so, and a camera added again with its id starts afresh."""
+        tags = {"site": site, "camera": camera}
+        self.fps_in.set(0.0, tags=tags)
+        self.healthy.set(0.0, tags=tags)
+        self.increments.forget((camera,))
+
+    def pool(self, queued: int, actors: int, fill: float) -> None:
+        self.queue.set(float(queued))
+        self.actors.set(float(actors))
+        self.fill.set(fill)
+
+    def events(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Store events as (kind, site, data)."""
+        for kind, site, data in events:
+            if kind == "opened":
+                self.incidents.inc(1.0, tags={"site": site, "kind": str(data.get("kind", "unknown"))})
+            elif kind in self.alerts:
+                self.alerts[kind].inc(1.0, tags={"site": site})
+
+
+class BatchMetrics:
+    """Recorded by the inference pool for every batch: its size and how long the model took."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Histogram
+
+        self.sizes = Histogram(f"{PREFIX}_pool_batch_size", "Frames per inference batch",
+                               boundaries=BATCH_SIZE_BOUNDARIES)
+        self.latency = Histogram(f"{PREFIX}_pool_inference_latency_seconds",
+                                 "Time from a batch's dispatch to its detections",
+                                 boundaries=LATENCY_BOUNDARIES_S)
+
+    def record_batch(self, size: int, seconds: float) -> None:
+        self.sizes.observe(float(size))
+        self.latency.observe(seconds)

@@ -1,0 +1,236 @@
+"""A running deployment changed while it runs: cameras added and removed, reload, the CLI, metrics.
+
+One deployment (three cameras on a small looping clip) serves the whole module; each test leaves it
+with those three cameras. The clip is scaled down in a temporary file so that a dozen cameras decode
+on two cores without starving each other: what is measured is the supervisor's changes, not the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flux_secu.config import Config, parse_config
+
+from .conftest import FLUX_SECU, LOWLIGHT_CLIP, site_yaml
+
+pytestmark = pytest.mark.slow
+
+BASE = ["cam-0", "cam-1", "cam-2"]
+MISSES = ("drops", "frames_lost", "reconnects")
+
+
+@dataclass
+class Running:
+    supervisor: Any
+    data: dict[str, Any]
+    config: Config
+    clip: Path
+    other_clip: Path
+    address: str
+    tmp: Path
+
+
+def small_clip(src: Path, dst: Path, width: int) -> Path:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-vf", f"scale={width}:-2",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-an", str(dst)], check=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iterator[Running]:
+    import ray
+
+    from flux_secu.actors.supervisor import create_supervisor
+
+    tmp = tmp_path_factory.mktemp("supervisor")
+    clip = small_clip(LOWLIGHT_CLIP, tmp / "small.mp4", 160)
+    other = small_clip(LOWLIGHT_CLIP, tmp / "other.mp4", 192)
+    os.environ.setdefault("NOTIFY_TOKEN_FOR_TESTS", "s3cr3t-token")
+    data = yaml.safe_load(site_yaml(var_dir=str(tmp / "var")))
+    camera = data["sites"][0]["cameras"][0]
+    # Every sampled frame goes to the detector (no motion gate): a missed frame cannot hide as "gated".
+    camera.update(source=str(clip), detect_fps=2, motion={"enabled": False})
+    data["sites"][0]["cameras"] = [dict(camera, id=cid) for cid in BASE]
+    config = parse_config(data, tmp)
+    supervisor = create_supervisor(config)
+    ray.get(supervisor.start.remote())
+    try:
+        yield Running(supervisor, data, config, clip, other, ray.get_runtime_context().gcs_address, tmp)
+    finally:
+        ray.get(supervisor.stop.remote())
+        ray.kill(supervisor)
+
+
+def cameras(r: Running) -> dict[str, dict[str, Any]]:
+    import ray
+
+    return {row["camera"]: row for row in ray.get(r.supervisor.cameras.remote())}
+
+
+def wait_analysed(r: Running, ids: list[str], minimum: int = 2, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = cameras(r)
+        if all(rows[c]["state"] == "running" and rows[c]["frames_done"] >= minimum for c in ids):
+            return rows
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+
+
+def assert_kept_running(
+    before: dict[str, Any], after: dict[str, Any], ids: list[str], seconds: float
+) -> None:
+    """Same actor all along (counters never went back), no frame dropped, lost or reconnected, and the
+    reading kept pace with the clip (2 sampled frames a second)."""
+    for cid in ids:
+        b, a = before[cid], after[cid]
+        assert a["state"] == "running", a
+        assert a["actor_id"] == b["actor_id"], cid
+        assert a["frames_read"] > b["frames_read"], (cid, b, a)
+        assert {k: a[k] - b[k] for k in MISSES} == dict.fromkeys(MISSES, 0), (cid, b, a)
+        sampled = a["frames_sampled"] - b["frames_sampled"]
+        assert sampled >= 2 * seconds - 2, (cid, sampled, seconds)
+        # Every sampled frame went to the detector, and all but those still in flight came back.
+        assert a["frames_sampled"] == a["frames_sent"]
+        assert a["frames_done"] + a["in_flight"] == a["frames_sent"]
+
+
+def test_adding_10_cameras_then_removing_5_does_not_disturb_the_others(running: Running) -> None:
+    import ray
+
+    r = running
+    before = wait_analysed(r, BASE)
+    t0 = time.monotonic()
+    base = r.config.sites[0].cameras[0]
+    added = [f"new-{i}" for i in range(10)]
+    for cid in added:
+        ray.get(r.supervisor.add_camera.remote("site-test", base.model_copy(update={"id": cid})))
+    middle = wait_analysed(r, added, minimum=1)
+    t_middle = time.monotonic()
+    for cid in added[:5]:
+        last = ray.get(r.supervisor.remove_camera.remote(cid))
+        assert last["in_flight"] == 0 and last["frames_done"] == last["frames_sent"]  # drained, not cut
+    time.sleep(1.0)
+    after = cameras(r)
+    t1 = time.monotonic()
+
+    assert list(after) == [*BASE, *added[5:]]
+    assert_kept_running(before, after, BASE, t1 - t0)
+    assert_kept_running(middle, after, added[5:], t1 - t_middle)
+    for cid in added[5:]:  # and they, like the first ones, missed nothing from their start
+        assert {k: after[cid][k] for k in MISSES} == dict.fromkeys(MISSES, 0)
+
+    for cid in added[5:]:
+        ray.get(r.supervisor.remove_camera.remote(cid))
+    assert list(cameras(r)) == BASE
+
+
+def flux(r: Running, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(FLUX_SECU), *args, "--address", r.address], capture_output=True, text=True,
+                          timeout=60, env={**os.environ})
+
+
+def test_reload_with_a_changed_url_restarts_only_that_camera(running: Running) -> None:
+    r = running
+    before = wait_analysed(r, BASE)
+    data = json.loads(json.dumps(r.data))
+    data["sites"][0]["cameras"][1]["source"] = str(r.other_clip)
+    path = r.tmp / "changed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    t0 = time.monotonic()
+    result = flux(r, "reload", str(path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "restarted: cam-1" in result.stdout and "unchanged: 2 camera(s)" in result.stdout
+    after = wait_analysed(r, BASE, minimum=1)
+    assert_kept_running(before, after, ["cam-0", "cam-2"], time.monotonic() - t0)
+    assert after["cam-1"]["source"] == str(r.other_clip)
+    assert after["cam-1"]["actor_id"] != before["cam-1"]["actor_id"]  # a new actor, reading the new source
+
+    # A change the running deployment cannot take is refused whole: nothing restarts.
+    data["sites"][0]["escalation"]["ack_timeout_s"] = 60
+    data["sites"][0]["cameras"][2]["detect_fps"] = 1
+    path.write_text(yaml.safe_dump(data))
+    refused = flux(r, "reload", str(path))
+    assert refused.returncode == 2
+    assert "sites[site-test].escalation" in refused.stderr and "nothing was changed" in refused.stderr
+    unchanged = cameras(r)
+    assert [unchanged[c]["actor_id"] for c in BASE] == [after[c]["actor_id"] for c in BASE]
+
+
+def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) -> None:
+    import ray
+
+    r = running
+    added = flux(r, "cameras", "add", "site-test", "cli-cam", str(r.clip), "--detect-fps", "2")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert added.stdout.strip() == "cli-cam: added to site-test"
+    listed = flux(r, "cameras", "list", "--json")
+    rows = {row["camera"]: row for row in map(json.loads, listed.stdout.splitlines())}
+    assert list(rows) == [*BASE, "cli-cam"] and rows["cli-cam"]["state"] == "running"
+
+    wrong = flux(r, "cameras", "add", "nowhere", "cam-x", str(r.clip))
+    assert wrong.returncode == 2 and "unknown site 'nowhere' (known: site-test)" in wrong.stderr
+    bad = flux(r, "cameras", "add", "site-test", "cam-y", str(r.tmp / "missing.mp4"))
+    assert bad.returncode == 2 and "camera: source: file not found" in bad.stderr
+
+    scaled = flux(r, "pool", "scale", "2")
+    assert scaled.returncode == 0 and scaled.stdout.strip() == "pool: 2 inference actor(s)"
+    assert ray.get(r.supervisor.pool_stats.remote())["actors"] == 2
+
+    removed = flux(r, "cameras", "remove", "cli-cam")
+    assert removed.returncode == 0 and removed.stdout.startswith("cli-cam: removed after ")
+    assert list(cameras(r)) == BASE
+    ray.get(r.supervisor.scale_pool.remote(1))
+
+
+def test_metrics_endpoint_exposes_per_camera_series(running: Running) -> None:
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    deadline = time.monotonic() + 40  # Ray's agent exports recorded values every few seconds
+
+    def scrape() -> dict[str, list[Any]]:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return {f.name: f.samples for f in text_string_to_metric_families(body) if "flux_secu" in f.name}
+
+    def by_camera(samples: list[Any], name: str) -> dict[str, float]:
+        return {s.labels["camera"]: s.value for s in samples if s.name == name}
+
+    while True:
+        families = scrape()
+        analysed = by_camera(families.get("ray_flux_secu_camera_frames_analysed", []),
+                             "ray_flux_secu_camera_frames_analysed_total")
+        if all(analysed.get(c, 0) > 0 for c in BASE) and "ray_flux_secu_pool_batch_size" in families:
+            break
+        assert time.monotonic() < deadline, sorted(families)
+        time.sleep(2)
+    for cid in BASE:
+        assert analysed[cid] > 0
+    fps = by_camera(families["ray_flux_secu_camera_fps_in"], "ray_flux_secu_camera_fps_in")
+    healthy = by_camera(families["ray_flux_secu_camera_healthy"], "ray_flux_secu_camera_healthy")
+    assert all(5 <= fps[c] <= 15 for c in BASE), fps  # the clip plays at 10 frames/s
+    assert all(healthy[c] == 1 for c in BASE)
+    assert healthy.get("new-0", 0) == 0  # removed earlier: not left at its last value
+    drops = by_camera(families["ray_flux_secu_camera_drops"], "ray_flux_secu_camera_drops_total")
+    assert all(drops[c] == 0 for c in BASE), drops  # a series from the start, at 0
+    for family in ("ray_flux_secu_camera_drops", "ray_flux_secu_camera_reconnects",
+                   "ray_flux_secu_pool_queue_depth", "ray_flux_secu_pool_inference_latency_seconds",
+                   "ray_flux_secu_incidents"):
+        assert family in families, sorted(families)
+    sizes = {s.name: s.value for s in families["ray_flux_secu_pool_batch_size"]}
+    assert sizes["ray_flux_secu_pool_batch_size_count"] > 0
+    incidents = {s.labels["kind"]: s.value for s in families["ray_flux_secu_incidents"]
+                 if s.name.endswith("_total")}
+    assert incidents.get("intrusion", 0) >= 1  # the clip's person, on a site closed all day
