@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and the command that shows each one is there.
 SYSTEM_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg sox:sox mosquitto:mosquitto \
-	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server
+	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server chromium:chromium
 
 .PHONY: install system-deps demo test lint bench clean
 
