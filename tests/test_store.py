@@ -227,6 +227,50 @@ def test_concurrent_writers_get_exactly_one_true(store_factory: StoreFactory) ->
     assert len({e.seq for e in stores[1].events()}) == 1 + rounds
 
 
+# --- the contract, audit log (API): every store ------------------------------------------------------
+
+
+def test_the_audit_log_keeps_every_record_in_order_across_reopen(store_factory: StoreFactory) -> None:
+    store, other = store_factory(), store_factory()
+    first = store.append_audit(1.5, "zoé", "evidence_view", "intrusion-cam-a-1/snapshot.jpg",
+                               {"ip": "127.0.0.1", "sha256": "ab" * 32})
+    second = other.append_audit(2.5, "marc", "acknowledge", "intrusion-cam-a-1", {"via": "api"})
+    third = store.append_audit(2.5, "marc", "acknowledge", "intrusion-cam-a-1", {"via": "api"})
+    assert 0 < first < second < third  # the same line twice is two records: nothing is merged
+    store.close()
+    reopened = store_factory()
+    records = reopened.audit_log()
+    assert [(r.seq, r.ts, r.user, r.action, r.target) for r in records] == [
+        (first, 1.5, "zoé", "evidence_view", "intrusion-cam-a-1/snapshot.jpg"),
+        (second, 2.5, "marc", "acknowledge", "intrusion-cam-a-1"),
+        (third, 2.5, "marc", "acknowledge", "intrusion-cam-a-1"),
+    ]
+    assert records[0].data == {"ip": "127.0.0.1", "sha256": "ab" * 32}
+    assert [r.seq for r in reopened.audit_log(after_seq=first)] == [second, third]
+    assert [r.seq for r in reopened.audit_log(limit=2)] == [first, second]
+    assert reopened.audit_log(after_seq=third) == []
+    assert reopened.events() == [] and reopened.incidents() == []  # not incident events
+
+
+def test_sqlite_refuses_to_rewrite_the_audit_log(tmp_path: Path) -> None:
+    import sqlite3
+
+    from flux_secu.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    store.append_audit(1.0, "zoé", "export", "i-1", {})
+    raw = sqlite3.connect(tmp_path / "s.db")
+    for sql in ("UPDATE audit SET user = 'nobody'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(sql)
+    raw.close()
+    assert [r.user for r in store.audit_log()] == ["zoé"]
+    store.close()
+
+
+# --- end of the audit log contract ------------------------------------------------------------------
+
+
 # --- Redis only: restarts, crashes, lost replies ----------------------------------------------------
 
 

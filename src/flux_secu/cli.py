@@ -488,6 +488,64 @@ def evidence_hold(
     typer.echo(f"{incident}: {'released from' if release else 'on'} legal hold")
 
 
+@app.command()
+def serve(
+    config: Path,
+    store: Annotated[Path | None, typer.Option(help="SQLite file instead of the config's store.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port instead of the config's api.port.")] = None,
+) -> None:
+    """Serve the operator API and web interface on CONFIG's store, without the pipeline.
+
+    Acknowledgements are written to the store, where a running deployment's escalation stops at its
+    next tick. `flux-secu run` serves the same API itself when the config has an `api` section.
+    """
+    from flux_secu.logs import configure
+
+    configure(json_lines=False)
+    cfg = _load(config)
+    if cfg.api is None:
+        typer.echo(f"flux-secu: {config} has no api section (users, port): nothing to serve", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if port is not None:
+        cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": port})})
+    from flux_secu.alerts.ack import load_secret
+    from flux_secu.api.actor import ApiServer
+    from flux_secu.api.app import create_app
+    from flux_secu.api.backend import StoreBackend
+    from flux_secu.store import open_store
+
+    db = open_store(cfg.store if store is None else cfg.store.model_copy(update={"kind": "sqlite",
+                                                                                  "path": store}))
+    secret = load_secret(cfg.notifications.ack_secret, cfg.var_dir)
+    assert cfg.api is not None
+    server = ApiServer(create_app(cfg, db, StoreBackend(db), secret), cfg.api.host, cfg.api.port)
+    # Printed before serving: a script (or a test) reads the port it got when asking for port 0.
+    typer.echo(f"serving http://{server.host}:{server.port}/", err=True)
+    server.thread.run()  # in the foreground: uvicorn handles Ctrl-C itself
+    db.close()
+
+
+user_app = typer.Typer(no_args_is_help=True, help="API users: make password hashes for the config.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("hash")
+def user_hash(
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read the password from standard input.")] = False,
+) -> None:
+    """Print the argon2 hash of a password, for `api.users[].password_hash` (best via an env var)."""
+    from flux_secu.api.auth import hash_password
+
+    if stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        typer.echo("flux-secu: a password of at least 10 characters, please", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    typer.echo(hash_password(password))
+
+
 model_app = typer.Typer(no_args_is_help=True, help="Model files: make a fixed-batch export batchable.")
 app.add_typer(model_app, name="model")
 

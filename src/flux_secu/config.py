@@ -616,6 +616,55 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+# --- operator API and web interface (api/) ------------------------------------------------------------
+
+ROLES = ("viewer", "operator", "admin")
+"""viewer: sees cameras, incidents and evidence; operator: also acknowledges, arms/disarms, exports;
+admin: also reads the audit log and sets legal holds."""
+
+
+class ApiUserConfig(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\s|<>&\"']+$")
+    role: Literal["viewer", "operator", "admin"]
+    password_hash: SecretStr
+    """An argon2 hash (``flux-secu user hash``), best from the environment: ``${FLUX_HASH_ZOE}``."""
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("$argon2"):
+            raise ValueError("must be an argon2 hash ($argon2id$...), made with `flux-secu user hash`")
+        return value
+
+
+class ApiConfig(_Strict):
+    """The HTTP API and web interface: the front door at ``notifications.public_url``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Loopback by default: expose it through the TLS reverse proxy, not directly."""
+    port: int = Field(8088, ge=0, le=65535)
+    """0 picks a free port (tests)."""
+    users: list[ApiUserConfig] = []
+    session_ttl_s: float = Field(12 * 3600, gt=0)
+    login_max_failures: int = Field(5, ge=1)
+    """Failed logins allowed per client address and per user name within ``login_window_s``."""
+    login_window_s: float = Field(300.0, gt=0)
+    secure_cookies: bool = False
+    """Set when served over HTTPS (behind the reverse proxy): the session cookie is then Secure."""
+
+    @model_validator(mode="after")
+    def _unique_users(self) -> ApiConfig:
+        names = [u.name for u in self.users]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate user {duplicates[0]!r}")
+        return self
+
+
+# --- end of operator API ------------------------------------------------------------------------------
+
+
 class Config(_Strict):
     timezone: str = "Europe/Paris"
     var_dir: Path = Path("var")
@@ -626,6 +675,9 @@ class Config(_Strict):
     notifications: NotificationsConfig = NotificationsConfig()
     panic: PanicConfig = PanicConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    api: ApiConfig | None = None
+    """The operator API and web interface; when set it is the HTTP front door (panic webhook and
+    acknowledgement links included) and the panic ingress keeps MQTT only."""
     sites: list[SiteConfig] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -20,7 +20,7 @@ import ray
 import structlog
 
 from flux_secu.alerts import escalation as policy
-from flux_secu.alerts.ack import AckRejected, load_secret, make_token, verify_token
+from flux_secu.alerts.ack import AckRejected, load_secret, make_token, record_acknowledgement, verify_token
 from flux_secu.alerts.notify import (
     AppriseNotifier,
     Notification,
@@ -196,10 +196,8 @@ class EscalationActor:
             known = {s.incident.id for s in self.store.incidents()}
             if incident_id not in known:
                 return False
-            first = self.store.record_event(incident_id, "acknowledged", time.time(),
-                                            {"by": by, "via": via}, key="acknowledged")
+            first = record_acknowledgement(self.store, incident_id, by, via, time.time())
             if first:
-                self.store.set_state(incident_id, IncidentState.ACKNOWLEDGED)
                 self.log.info("acknowledged", incident=incident_id, by=by, via=via)
             self.active.pop(incident_id, None)
             return first

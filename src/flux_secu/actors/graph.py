@@ -67,6 +67,7 @@ class Deployment:
     spec: LetterboxSpec | None = None
     ingress: Any = None
     deployment_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    api: Any = None
 
     @classmethod
     def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
@@ -89,9 +90,18 @@ class Deployment:
         dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
         # The HTTP ingress serves panic webhooks and acknowledgement links; MQTT only with panic devices.
         # Never in a replay (dry run): it would take the production ingress's MQTT client id and port.
-        if not dry_run and (any(site.panic for site in config.sites) or not config.notifications.dry_run):
+        serve_api = not dry_run and config.api is not None and config.api.enabled
+        has_panic = any(site.panic for site in config.sites)
+        if serve_api and has_panic:
+            # The API is the HTTP front door (webhook and links): the ingress keeps MQTT and the verifier.
+            no_http = config.panic.model_copy(update={"http": config.panic.http.model_copy(
+                update={"enabled": False})})
             dep.ingress = PanicIngressActor.remote(  # type: ignore[attr-defined]
-                config, dep.escalations, mqtt=any(site.panic for site in config.sites)
+                config.model_copy(update={"panic": no_http}), dep.escalations, mqtt=True
+            )
+        elif not serve_api and not dry_run and (has_panic or not config.notifications.dry_run):
+            dep.ingress = PanicIngressActor.remote(  # type: ignore[attr-defined]
+                config, dep.escalations, mqtt=has_panic
             )
         model, _ = ray.get([dep.pool.ready.remote(), dep.rules.stats.remote()])
         dep.spec = model["spec"]
@@ -99,6 +109,11 @@ class Deployment:
         ray.get([s.ready.remote() for s in [*dep.speakers.values(), *dep.escalations.values()]])
         if dep.ingress is not None:
             ray.get(dep.ingress.ready.remote())
+        if serve_api:
+            from flux_secu.api.actor import ApiActor  # the API's dependencies only where it runs
+
+            dep.api = ApiActor.remote(config, dep.escalations, dep.ingress)  # type: ignore[attr-defined]
+            ray.get(dep.api.ready.remote())
         return dep
 
     def add_camera(
@@ -125,6 +140,8 @@ class Deployment:
         )
         self.cameras[camera.id] = actor
         self.runs[camera.id] = actor.run.remote()
+        if self.api is not None:
+            self.api.add_camera.remote(camera.id, actor)
         return actor
 
     def start_all_cameras(self) -> None:
@@ -161,4 +178,6 @@ class Deployment:
             ray.get(self.rules.flush.remote(), timeout=timeout_s)
         if self.ingress is not None:
             ray.get(self.ingress.stop.remote(), timeout=timeout_s)
+        if self.api is not None:
+            ray.get(self.api.stop.remote(), timeout=timeout_s)
         return stats

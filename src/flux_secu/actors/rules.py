@@ -25,7 +25,7 @@ from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import load_labels
 from flux_secu.evidence.recorder import EvidenceRequest
 from flux_secu.logs import configure_from_env
-from flux_secu.rules.calendar import Override, SiteCalendar, is_armed
+from flux_secu.rules.calendar import Override, is_armed, site_calendar
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
 from flux_secu.rules.policy import CameraPolicy, Decision
 from flux_secu.rules.presence import PresenceConfirmed, PresenceEnded, PresenceTracker
@@ -76,14 +76,7 @@ class RulesActor:
         self.store = open_store(config.store)
         self.speakers, self.escalations = speakers, escalations
         self.labels = load_labels(config.model.labels)
-        self.calendars = {
-            site.id: SiteCalendar(
-                site.opening_hours, frozenset(site.holidays), config.site_timezone(site),
-                tuple((_aware(c.start, config.site_timezone(site)), _aware(c.end, config.site_timezone(site)))
-                      for c in site.closures),
-            )
-            for site in config.sites
-        }
+        self.calendars = {site.id: site_calendar(config, site) for site in config.sites}
         self.cameras: dict[str, _Camera] = {}
         self.open_incidents: dict[str, str] = {}  # camera -> incident of its current presence
         # site -> (incident, last sighting ts, camera of that sighting)
@@ -377,10 +370,6 @@ def _override(data: dict[str, Any] | None) -> Override | None:
     if data is None:
         return None
     return Override(bool(data["armed"]), float(data["until"]), str(data.get("by", "")))
-
-
-def _aware(value: datetime, tz: Any) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
 
 def _summary_ms(values: list[float]) -> dict[str, float | int | None]:

@@ -13,6 +13,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flux_secu.rules.incident import IncidentState
+
+if TYPE_CHECKING:
+    from flux_secu.store.base import Store
 
 
 class AckRejected(Exception):
@@ -65,3 +71,15 @@ def load_secret(configured: str | None, var_dir: Path) -> bytes:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip().encode()
+
+
+def record_acknowledgement(store: Store, incident_id: str, by: str, via: str, now: float) -> bool:
+    """Record that ``by`` took the incident in charge; False when it already was (the first one stands).
+
+    The one place that writes an acknowledgement, for the escalation actor and the API alike: every
+    escalation actor stops an incident's chain at its next tick once this event is in the store.
+    """
+    first = store.record_event(incident_id, "acknowledged", now, {"by": by, "via": via}, key="acknowledged")
+    if first:
+        store.set_state(incident_id, IncidentState.ACKNOWLEDGED)
+    return first

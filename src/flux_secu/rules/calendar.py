@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from flux_secu.config import OpeningHours
+from flux_secu.config import Config, OpeningHours, SiteConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,17 @@ class SiteCalendar:
 
     def is_closed(self, at: datetime) -> bool:
         return not self.is_open(at)
+
+
+def site_calendar(config: Config, site: SiteConfig) -> SiteCalendar:
+    """The calendar of a configured site; closures without an offset are in the site's timezone."""
+    tz = config.site_timezone(site)
+
+    def aware(value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+    closures = tuple((aware(c.start), aware(c.end)) for c in site.closures)
+    return SiteCalendar(site.opening_hours, frozenset(site.holidays), tz, closures)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,18 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did or saw what, when: one append-only line of the audit log (CNIL)."""
+
+    seq: int
+    ts: float
+    user: str
+    action: str
+    target: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredIncident:
     incident: Incident
     state: IncidentState
@@ -61,5 +73,17 @@ class Store(Protocol):
         ...
 
     def get_setting(self, key: str) -> dict[str, Any] | None: ...
+
+    # --- audit log (API): append-only, never updated nor deleted ---------------------------------
+
+    def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
+        """Append one record; returns its ``seq`` (increasing in append order)."""
+        ...
+
+    def audit_log(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        """Records after ``after_seq`` in append order, at most ``limit`` of them."""
+        ...
+
+    # --- end of audit log ---------------------------------------------------------------------------
 
     def close(self) -> None: ...

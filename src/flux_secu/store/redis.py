@@ -11,6 +11,8 @@ Data layout (every key starts with ``{prefix}:``, so several deployments can sha
                                      and where each of the incident's events sits in the stream
     {prefix}:claims          hash    claim key -> JSON {ts, data, token}
     {prefix}:settings        hash    setting key -> JSON (last write wins)
+    {prefix}:audit           stream  the audit log (API); entry id ``{seq}-0``, fields ts, user, action,
+                                     target, data (JSON); ``{prefix}:audit-seq`` numbers it
 
 Atomicity. Every write is one Lua script, and Redis runs a script to its end without interleaving any
 other client's command: "is this key taken?" and "take it" cannot be separated, so two writers racing
@@ -57,7 +59,7 @@ from redis.retry import Retry
 
 from flux_secu.redact import redact_url
 from flux_secu.rules.incident import Incident, IncidentState
-from flux_secu.store.base import StoredEvent, StoredIncident, StoreUnavailable
+from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident, StoreUnavailable
 
 log = structlog.get_logger("flux_secu.store")
 
@@ -136,6 +138,16 @@ end
 return out
 """
 
+# KEYS: audit-seq, audit stream.  ARGV: ts, user, action, target, data.  Returns the record's seq.
+# At least once: a retry after a lost reply may append the record twice, never zero times (an audit
+# line seen twice is harmless; one missing is not).
+_APPEND_AUDIT = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[1], 'user', ARGV[2], 'action', ARGV[3],
+           'target', ARGV[4], 'data', ARGV[5])
+return seq
+"""
+
 # Errors after which the same call may succeed: the server restarting, loading its AOF (LOADING is a
 # BusyLoadingError, a ConnectionError), or too slow to answer within the socket timeout.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -159,6 +171,7 @@ class RedisStore:
         self._set_state: Script = self._client.register_script(_SET_STATE)
         self._claim: Script = self._client.register_script(_CLAIM)
         self._events_of: Script = self._client.register_script(_EVENTS_OF)
+        self._append_audit: Script = self._client.register_script(_APPEND_AUDIT)
         self._call("connect", self._client.ping)
         self._call("connect", self._warn_if_not_durable)
 
@@ -236,6 +249,25 @@ class RedisStore:
     def get_setting(self, key: str) -> dict[str, Any] | None:
         value = self._call("get_setting", lambda: self._client.hget(self._key("settings"), key))
         return None if value is None else dict(json.loads(value))
+
+    # --- audit log (API) ---------------------------------------------------------------------------
+
+    def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
+        keys = [self._key("audit-seq"), self._key("audit")]
+        args = [repr(float(ts)), user, action, target, json.dumps(data)]
+        return int(self._call("append_audit", lambda: self._append_audit(keys, args)))
+
+    def audit_log(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        def read() -> list[tuple[str, dict[str, str]]]:
+            return self._client.xrange(self._key("audit"), f"{int(after_seq) + 1}-0", "+", count=limit)
+
+        return [
+            AuditRecord(int(entry_id.split("-", 1)[0]), float(f["ts"]), f["user"], f["action"], f["target"],
+                        json.loads(f["data"]))
+            for entry_id, f in self._call("audit_log", read)
+        ]
+
+    # --- end of audit log ---------------------------------------------------------------------------
 
     def close(self) -> None:
         self._client.close()

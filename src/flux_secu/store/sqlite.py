@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_secu.rules.incident import Incident, IncidentState
-from flux_secu.store.base import StoredEvent, StoredIncident
+from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -35,6 +35,19 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+-- Append-only: the audit log is evidence of who saw what, so the database refuses to change it.
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -134,6 +147,25 @@ class SQLiteStore:
     def get_setting(self, key: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT data FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
+
+    # --- audit log (API) ---------------------------------------------------------------------------
+
+    def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
+        with self._write_lock:
+            cursor = self._db.execute(
+                "INSERT INTO audit (ts, user, action, target, data) VALUES (?, ?, ?, ?, ?)",
+                (ts, user, action, target, json.dumps(data)),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def audit_log(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        rows = self._db.execute(
+            "SELECT seq, ts, user, action, target, data FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, -1 if limit is None else limit),
+        ).fetchall()
+        return [AuditRecord(q, t, u, a, g, json.loads(d)) for q, t, u, a, g, d in rows]
+
+    # --- end of audit log ---------------------------------------------------------------------------
 
     def close(self) -> None:
         self._db.close()

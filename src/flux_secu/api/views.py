@@ -1,0 +1,155 @@
+"""What the API shows, computed from the store and the config: pure functions, no HTTP, no Ray.
+
+Evidence follows the evidence contract: files ``<evidence.dir>/<incident id>/{snapshot.jpg,clip.mp4}``,
+each announced by an ``evidence`` event ``{"file", "path", "sha256"}``; a legal hold is a ``legal_hold``
+event ``{"hold", "by"}`` (the last one counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flux_secu.config import Config, SiteConfig
+from flux_secu.rules.calendar import Override, is_armed, site_calendar
+from flux_secu.rules.incident import IncidentKind, IncidentState
+from flux_secu.store.base import StoredEvent, StoredIncident
+
+EVIDENCE_FILES = ("snapshot.jpg", "clip.mp4")
+MEDIA_TYPES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
+STALLED_AFTER_S = 10.0
+"""A camera whose frame counter has not moved for this long is shown as stalled."""
+
+
+def parse_override(data: dict[str, Any] | None) -> Override | None:
+    if not data:
+        return None
+    return Override(bool(data["armed"]), float(data["until"]), str(data.get("by", "")))
+
+
+def site_view(config: Config, site: SiteConfig, override: dict[str, Any] | None,
+              now: float) -> dict[str, Any]:
+    calendar = site_calendar(config, site)
+    at = datetime.fromtimestamp(now, calendar.timezone)
+    parsed = parse_override(override)
+    active = parsed is not None and now < parsed.until
+    hours = {day: [f"{r.start:%H:%M}-{r.end:%H:%M}" for r in site.opening_hours.for_weekday(i)]
+             for i, day in enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))}
+    return {
+        "id": site.id, "name": site.name, "timezone": str(calendar.timezone),
+        "armed": is_armed(calendar, at, parsed), "open_by_calendar": calendar.is_open(at),
+        "override": ({"armed": parsed.armed, "until": parsed.until, "by": parsed.by}
+                     if active and parsed is not None else None),
+        "opening_hours": hours, "holidays": [d.isoformat() for d in site.holidays],
+        "closures": [{"start": c.start.isoformat(), "end": c.end.isoformat(), "reason": c.reason}
+                     for c in site.closures],
+        "cameras": [c.id for c in site.cameras],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    file: str
+    path: Path
+    sha256: str
+
+
+def evidence_of(incident_id: str, events: list[StoredEvent]) -> dict[str, Evidence]:
+    """The incident's evidence files by name; an event whose path is not the contract's is ignored,
+    so that a bad record can never make the API serve a file from elsewhere."""
+    out: dict[str, Evidence] = {}
+    for event in events:
+        if event.kind != "evidence":
+            continue
+        name, path = event.data.get("file"), event.data.get("path")
+        if name not in EVIDENCE_FILES or not isinstance(path, str):
+            continue
+        p = Path(path)
+        if p.name != name or p.parent.name != incident_id:
+            continue
+        out[name] = Evidence(name, p, str(event.data.get("sha256", "")))
+    return out
+
+
+def legal_hold(events: list[StoredEvent]) -> dict[str, Any] | None:
+    holds = [e for e in events if e.kind == "legal_hold"]
+    if not holds:
+        return None
+    last = holds[-1]
+    return {"hold": bool(last.data.get("hold")), "by": last.data.get("by", ""), "ts": last.ts}
+
+
+def incident_summary(stored: StoredIncident, events: list[StoredEvent]) -> dict[str, Any]:
+    inc = stored.incident
+    evidence = evidence_of(inc.id, events)
+    ack = next((e for e in events if e.key == "acknowledged"), None)
+    hold = legal_hold(events)
+    return {
+        "id": inc.id, "kind": str(inc.kind), "site": inc.site, "camera": inc.camera, "label": inc.label,
+        "state": str(stored.state), "opened_at": inc.opened_at, "score": inc.score, "zone": inc.zone,
+        "acknowledged_by": ack.data.get("by") if ack else None, "acknowledged_at": ack.ts if ack else None,
+        "evidence": {name: f"/api/incidents/{inc.id}/evidence/{name}" for name in evidence},
+        "legal_hold": bool(hold and hold["hold"]),
+        "last_seq": max((e.seq for e in events), default=0),
+    }
+
+
+def incident_detail(stored: StoredIncident, events: list[StoredEvent]) -> dict[str, Any]:
+    evidence = evidence_of(stored.incident.id, events)
+    return {
+        **incident_summary(stored, events),
+        "incident": stored.incident.to_dict(),
+        "timeline": [{"seq": e.seq, "kind": e.kind, "key": e.key, "ts": e.ts, "data": e.data}
+                     for e in events],
+        "evidence_files": [{"file": ev.file, "sha256": ev.sha256,
+                            "url": f"/api/incidents/{stored.incident.id}/evidence/{ev.file}"}
+                           for ev in evidence.values()],
+        "legal_hold_detail": legal_hold(events),
+    }
+
+
+def matches(stored: StoredIncident, *, site: str | None, camera: str | None, kind: IncidentKind | None,
+            state: IncidentState | None, since: float | None, until: float | None) -> bool:
+    inc = stored.incident
+    return ((site is None or inc.site == site) and (camera is None or inc.camera == camera)
+            and (kind is None or inc.kind == kind) and (state is None or stored.state == state)
+            and (since is None or inc.opened_at >= since) and (until is None or inc.opened_at < until))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class CameraHealth:
+    """Health at a glance from successive ``stats()``: ``ok`` while frames keep coming, ``stalled``
+    when the frame counter has not moved for ``stalled_after_s``, ``unknown`` without live stats."""
+
+    def __init__(self, stalled_after_s: float = STALLED_AFTER_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stalled_after_s = stalled_after_s
+        self.clock = clock
+        self._last: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def status(self, camera: str, stats: dict[str, Any] | None) -> str:
+        if stats is None:
+            return "unknown"
+        frames = int(stats.get("frames_read", 0))
+        now = self.clock()
+        with self._lock:
+            seen = self._last.get(camera)
+            if seen is None or seen[0] != frames:
+                self._last[camera] = (frames, now)
+            elif now - seen[1] >= self.stalled_after_s:
+                return "stalled"
+        return "ok" if frames > 0 else "starting"
