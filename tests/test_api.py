@@ -96,7 +96,8 @@ def test_login_sets_a_cookie_session_and_logout_ends_it(api: Api) -> None:
     assert answer.json()["role"] == "operator"
     cookie = answer.headers["set-cookie"]
     assert "flux_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
-    assert client.get("/api/me").json() == {"user": "marc", "role": "operator"}  # by the cookie
+    assert client.get("/api/me").json() == {"user": "marc", "role": "operator",  # by the cookie
+                                            "timezone": "Europe/Paris"}
     client.post("/api/logout")
     assert client.get("/api/me").status_code == 401
     assert actions(api.store) == [("marc", "login", "")]
