@@ -9,7 +9,10 @@ which was still notifying, stopped. A screenshot of the camera wall is kept in t
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,8 @@ from typing import Any
 import cv2
 import pytest
 
-from flux_secu.rules.incident import IncidentState
+from flux_secu.alerts.panic import press_payload
+from flux_secu.rules.incident import IncidentKind, IncidentState
 from flux_secu.store import SQLiteStore
 
 from .api_helpers import PASSWORDS, api_config
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 ACK_TIMEOUT_S = 2.0
+PANIC_SECRET = "0123456789abcdef-e2e-secret"
 
 
 def record_evidence(store: SQLiteStore, evidence_dir: Path, incident_id: str) -> None:
@@ -50,7 +55,19 @@ def notifications(store: SQLiteStore, incident_id: str) -> int:
     return sum(1 for e in store.events(incident_id) if e.kind == "notification")
 
 
-def test_operator_sees_opens_and_acknowledges_an_incident(tmp_path: Path, ray_session: None) -> None:
+def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_operator_sees_opens_and_acknowledges_an_incident(
+    tmp_path: Path, ray_session: None, mosquitto_broker: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ray
     from playwright.sync_api import expect, sync_playwright
 
@@ -58,7 +75,15 @@ def test_operator_sees_opens_and_acknowledges_an_incident(tmp_path: Path, ray_se
 
     if not CHROMIUM.is_file():
         pytest.fail("chromium is not installed (make system-deps installs it)")
-    config = api_config(tmp_path)
+    monkeypatch.setenv("PANIC_SECRET_FOR_TESTS", PANIC_SECRET)
+    host, mqtt_port = mosquitto_broker
+
+    def with_panic(d: dict[str, Any]) -> None:
+        d["panic"] = {"mqtt": {"host": host, "port": mqtt_port, "client_id": f"e2e-{mqtt_port}"}}
+        d["sites"][0]["panic"] = {"devices": [
+            {"id": "btn-1", "agent": "Agent Dupont", "secret": "${PANIC_SECRET_FOR_TESTS}"}]}
+
+    config = api_config(tmp_path, with_panic)
     site = config.sites[0]
     camera = site.cameras[0].model_copy(update={"loop": False})
     second = site.escalation.contacts[0].model_copy(update={"name": "Relève"})
@@ -136,6 +161,14 @@ def test_operator_sees_opens_and_acknowledges_an_incident(tmp_path: Path, ray_se
         assert ("marc", "evidence_view", f"{incident.id}/snapshot.jpg") in audit
         assert ("marc", "acknowledge", incident.id) in audit
         assert (ARTIFACTS / "camera-wall.png").stat().st_size > 10_000
+
+        # The API is also the webhook's front door: a signed press goes to the ingress, then escalation.
+        press = press_payload(site.id, "btn-1", PANIC_SECRET, int(time.time()), "e2e-nonce-1")
+        status, answer = post(f"{base}/panic/{site.id}", press)
+        assert status == 202 and answer["status"] == "accepted", answer
+        assert post(f"{base}/panic/{site.id}", press)[0] == 409  # the same press again: a replay
+        (panic,) = [s for s in store.incidents() if s.incident.kind == IncidentKind.PANIC]
+        assert panic.incident.id == answer["incident"] and panic.incident.label == "Agent Dupont"
     finally:
         actors: list[Any] = [*dep.cameras.values(), *ray.get(dep.pool.actor_handles.remote()), dep.pool,
                              dep.rules, dep.api, *dep.speakers.values(), *dep.escalations.values()]
