@@ -385,3 +385,60 @@ def test_camera_health_follows_the_frame_counter() -> None:
     assert health.status("c", {"frames_read": 0}) == "stalled"
     assert health.status("c", {"frames_read": 7}) == "ok"
     assert health.status("d", {"frames_read": 7}) == "ok"
+
+
+# --- flux-secu serve: the same app over a real socket, on a store alone ------------------------------
+
+
+def test_serve_answers_on_a_real_socket_and_acknowledges_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+    import urllib.request
+
+    from .api_helpers import CHEAP
+    from .conftest import FLUX_SECU, site_yaml
+
+    monkeypatch.setenv("NOTIFY_TOKEN_FOR_TESTS", "t")
+    monkeypatch.setenv("FLUX_HASH_MARC", CHEAP.hash(PASSWORDS["marc"]))
+    config = tmp_path / "flux.yaml"
+    config.write_text(site_yaml() + "api:\n  port: 0\n  users:\n"
+                      "    - {name: marc, role: operator, password_hash: '${FLUX_HASH_MARC}'}\n")
+    db = tmp_path / "evaluate.db"
+    store = SQLiteStore(db)
+    inc = add_incident(store, tmp_path / "evidence", NIGHT)
+    proc = subprocess.Popen([str(FLUX_SECU), "serve", str(config), "--store", str(db)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("serving http://127.0.0.1:"), line
+        base = line.split()[1].rstrip("/")
+
+        def call(path: str, body: dict[str, Any] | None = None, token: str = "") -> Any:
+            request = urllib.request.Request(
+                base + path, data=None if body is None else json.dumps(body).encode(),
+                method="GET" if body is None else "POST",
+                headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"}
+                                                                  if token else {})})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())
+
+        deadline = time.monotonic() + 20
+        while True:  # the socket is bound before uvicorn serves on it
+            try:
+                assert call("/health") == {"status": "ok"}
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        token = call("/api/login", {"name": "marc", "password": PASSWORDS["marc"]})["token"]
+        assert [i["id"] for i in call("/api/incidents", token=token)] == [inc.id]
+        assert call(f"/api/incidents/{inc.id}/acknowledge", {}, token)["first"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert store.incidents()[0].state is IncidentState.ACKNOWLEDGED
+    assert [(r.user, r.action) for r in store.audit_log()] == [("marc", "login"), ("marc", "acknowledge")]
+    store.close()
