@@ -151,8 +151,12 @@ def test_roles(api: Api, tmp_path: Path) -> None:
     assert c.get("/api/audit", headers=operator).status_code == 403
     hold = c.post(f"/api/incidents/{inc.id}/legal-hold", json={"hold": True}, headers=operator)
     assert hold.status_code == 403
-    assert c.get("/api/audit", headers=admin).status_code == 200
     assert api.store.events(inc.id)[-1].kind == "opened"  # nothing refused was done
+    assert c.get("/api/audit", headers=admin).status_code == 200
+    assert c.post(f"/api/incidents/{inc.id}/legal-hold", json={"hold": True}, headers=admin).json()["hold"]
+    detail = c.get(f"/api/incidents/{inc.id}", headers=viewer).json()
+    assert detail["legal_hold"] is True and detail["legal_hold_detail"]["by"] == "admin"
+    assert ("admin", "legal_hold", inc.id) in actions(api.store)
 
 
 # --- incidents, evidence, acknowledgement ----------------------------------------------------------

@@ -72,6 +72,9 @@ def run(
     last_seq = max((e.seq for e in store.events()), default=0)
     try:
         dep = Deployment.build(cfg)
+        if dep.api is not None:
+            api = ray.get(dep.api.ready.remote())
+            log.info("api_listening", url=f"http://{api['host']}:{api['port']}/")
         dep.start_all_cameras()
         where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
         log.info("running", sites=len(cfg.sites), cameras=len(dep.cameras), store=where,
