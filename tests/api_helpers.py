@@ -4,6 +4,7 @@ contract writes them, and a logged-in client."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ ROLES = {"zoe": "viewer", "marc": "operator", "admin": "admin"}
 JPEG = b"\xff\xd8\xff\xe0" + b"flux-secu test snapshot" + b"\xff\xd9"
 
 
-def api_config(tmp_path: Path, **api: Any) -> Config:
+def api_config(tmp_path: Path, more: Callable[[dict[str, Any]], None] | None = None, **api: Any) -> Config:
     def edit(d: dict[str, Any]) -> None:
         d["api"] = {"port": 0, "users": [
             {"name": name, "role": ROLES[name], "password_hash": CHEAP.hash(pw)}
@@ -30,6 +31,8 @@ def api_config(tmp_path: Path, **api: Any) -> Config:
         ], **api}
         d["notifications"]["ack_secret"] = "test-ack-secret-of-some-length"
         d["sites"][0]["cameras"].append({"id": "cam-two", "source": str(LOWLIGHT_CLIP)})
+        if more is not None:
+            more(d)
 
     return build_config(tmp_path, edit)
 

@@ -96,7 +96,8 @@ def test_login_sets_a_cookie_session_and_logout_ends_it(api: Api) -> None:
     assert answer.json()["role"] == "operator"
     cookie = answer.headers["set-cookie"]
     assert "flux_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
-    assert client.get("/api/me").json() == {"user": "marc", "role": "operator"}  # by the cookie
+    assert client.get("/api/me").json() == {"user": "marc", "role": "operator",  # by the cookie
+                                            "timezone": "Europe/Paris"}
     client.post("/api/logout")
     assert client.get("/api/me").status_code == 401
     assert actions(api.store) == [("marc", "login", "")]
@@ -150,8 +151,12 @@ def test_roles(api: Api, tmp_path: Path) -> None:
     assert c.get("/api/audit", headers=operator).status_code == 403
     hold = c.post(f"/api/incidents/{inc.id}/legal-hold", json={"hold": True}, headers=operator)
     assert hold.status_code == 403
-    assert c.get("/api/audit", headers=admin).status_code == 200
     assert api.store.events(inc.id)[-1].kind == "opened"  # nothing refused was done
+    assert c.get("/api/audit", headers=admin).status_code == 200
+    assert c.post(f"/api/incidents/{inc.id}/legal-hold", json={"hold": True}, headers=admin).json()["hold"]
+    detail = c.get(f"/api/incidents/{inc.id}", headers=viewer).json()
+    assert detail["legal_hold"] is True and detail["legal_hold_detail"]["by"] == "admin"
+    assert ("admin", "legal_hold", inc.id) in actions(api.store)
 
 
 # --- incidents, evidence, acknowledgement ----------------------------------------------------------
@@ -384,3 +389,60 @@ def test_camera_health_follows_the_frame_counter() -> None:
     assert health.status("c", {"frames_read": 0}) == "stalled"
     assert health.status("c", {"frames_read": 7}) == "ok"
     assert health.status("d", {"frames_read": 7}) == "ok"
+
+
+# --- flux-secu serve: the same app over a real socket, on a store alone ------------------------------
+
+
+def test_serve_answers_on_a_real_socket_and_acknowledges_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+    import urllib.request
+
+    from .api_helpers import CHEAP
+    from .conftest import FLUX_SECU, site_yaml
+
+    monkeypatch.setenv("NOTIFY_TOKEN_FOR_TESTS", "t")
+    monkeypatch.setenv("FLUX_HASH_MARC", CHEAP.hash(PASSWORDS["marc"]))
+    config = tmp_path / "flux.yaml"
+    config.write_text(site_yaml() + "api:\n  port: 0\n  users:\n"
+                      "    - {name: marc, role: operator, password_hash: '${FLUX_HASH_MARC}'}\n")
+    db = tmp_path / "evaluate.db"
+    store = SQLiteStore(db)
+    inc = add_incident(store, tmp_path / "evidence", NIGHT)
+    proc = subprocess.Popen([str(FLUX_SECU), "serve", str(config), "--store", str(db)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("serving http://127.0.0.1:"), line
+        base = line.split()[1].rstrip("/")
+
+        def call(path: str, body: dict[str, Any] | None = None, token: str = "") -> Any:
+            request = urllib.request.Request(
+                base + path, data=None if body is None else json.dumps(body).encode(),
+                method="GET" if body is None else "POST",
+                headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"}
+                                                                  if token else {})})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())
+
+        deadline = time.monotonic() + 20
+        while True:  # the socket is bound before uvicorn serves on it
+            try:
+                assert call("/health") == {"status": "ok"}
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        token = call("/api/login", {"name": "marc", "password": PASSWORDS["marc"]})["token"]
+        assert [i["id"] for i in call("/api/incidents", token=token)] == [inc.id]
+        assert call(f"/api/incidents/{inc.id}/acknowledge", {}, token)["first"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert store.incidents()[0].state is IncidentState.ACKNOWLEDGED
+    assert [(r.user, r.action) for r in store.audit_log()] == [("marc", "login"), ("marc", "acknowledge")]
+    store.close()

@@ -106,6 +106,8 @@ def run(
         except ray.exceptions.RayError as exc:
             typer.echo(f"flux-secu: the deployment did not start: {error_text(exc)}", err=True)
             raise typer.Exit(1) from None
+        if "api" in started:
+            log.info("api_listening", url=started["api"])
         where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
         log.info("running", sites=len(cfg.sites), cameras=started["cameras"], store=where,
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")

@@ -111,7 +111,11 @@ class Supervisor:
             self._poller = threading.Thread(target=self._poll_loop, name="supervisor-poll", daemon=True)
             self._poller.start()
         log.info("deployment_started", sites=len(self.config.sites), cameras=len(self.dep.cameras))
-        return {"sites": len(self.config.sites), "cameras": len(self.dep.cameras)}
+        started: dict[str, Any] = {"sites": len(self.config.sites), "cameras": len(self.dep.cameras)}
+        if self.dep.api is not None:
+            api = ray.get(self.dep.api.ready.remote())
+            started["api"] = f"http://{api['host']}:{api['port']}/"
+        return started
 
     def cameras(self) -> list[dict[str, Any]]:
         """Every camera of the deployment with its counters (``state``: running, stopped, unreachable)."""

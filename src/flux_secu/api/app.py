@@ -207,7 +207,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
 
     @app.get("/api/me", tags=["session"])
     def me(user: Viewer) -> dict[str, str]:
-        return {"user": user.name, "role": user.role}
+        return {"user": user.name, "role": user.role, "timezone": config.timezone}
 
     # --- sites ----------------------------------------------------------------------------------
 

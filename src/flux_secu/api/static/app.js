@@ -26,7 +26,9 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
   return node;
 }
-const when = (ts) => new Date(ts * 1000).toLocaleString("fr-FR", { dateStyle: "short", timeStyle: "medium" });
+// Times in the deployment's timezone (the sites'), whatever the phone's setting.
+const when = (ts) => new Date(ts * 1000).toLocaleString("fr-FR", { dateStyle: "short", timeStyle: "medium",
+                                                                  timeZone: (me && me.timezone) || undefined });
 const can = (role) => me && ["viewer", "operator", "admin"].indexOf(me.role) >= ["viewer", "operator", "admin"].indexOf(role);
 
 async function api(path, options = {}) {
