@@ -115,3 +115,13 @@ def test_thresholds_come_from_the_config(day: list[Frame]) -> None:
     checked = HealthMonitor(HealthConfig(interval_s=2), start_ts=0.0)
     checked.check(day[0], 0.0)
     assert not checked.due(1.5) and checked.due(2.0)
+
+
+def test_the_reference_is_taken_on_the_clock_of_the_frames(day: list[Frame]) -> None:
+    # A replay's frames are timed on the pipeline clock (a night in the past): the reference comes
+    # reference_after_s after the first check, whatever the wall clock says.
+    monitor = HealthMonitor(HealthConfig(alarm_after_s=0, reference_after_s=2))
+    night = 1_795_000_000.0
+    changes = [c for i, f in enumerate([*day[:3], cv2.GaussianBlur(day[3], (0, 0), 4)])
+               for c in monitor.check(f, night + i)]
+    assert _raised(changes) == [("covered", True, night + 3)]

@@ -113,7 +113,8 @@ class CameraActor:
         """Where camera faults go (the rules actor's ``camera_fault``); None: logged only."""
         self._fault_refs: list[ray.ObjectRef] = []
         self._link = LinkMonitor(camera.video_loss_after_s, time.time())
-        self._health = HealthMonitor(camera.health, time.time())
+        # Started at its first check: a replay's frames are timed on the pipeline clock, not the wall's.
+        self._health = HealthMonitor(camera.health)
         self.last_error = ""
 
     def stats(self) -> dict[str, Any]:

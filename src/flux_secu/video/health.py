@@ -94,7 +94,8 @@ class _Reference:
 @dataclass
 class HealthMonitor:
     config: HealthConfig
-    start_ts: float
+    start_ts: float | None = None
+    """When the camera started (None: at the first check), on the clock of the ``ts`` given to ``check``."""
     _last_check: float = field(default=float("-inf"), init=False)
     _previous: npt.NDArray[np.uint8] | None = field(default=None, init=False)
     _reference: _Reference | None = field(default=None, init=False)
@@ -118,6 +119,8 @@ class HealthMonitor:
     def check(self, frame: npt.NDArray[np.uint8], ts: float) -> list[FaultChange]:
         """Measure one frame (BGR or grey) and return the faults raised or cleared by it."""
         self._last_check = ts
+        if self.start_ts is None:
+            self.start_ts = ts
         gray = _small_gray(frame)
         m = self.measure(gray)
         self._previous = gray
