@@ -35,9 +35,16 @@ def configure(json_lines: bool = False, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*args: Any) -> structlog.PrintLogger:
+    # The stderr of the moment the line is logged, not of the moment logging was configured: a test
+    # harness (pytest's capture) swaps and closes stderr, and lines logged later from a thread
+    # (MQTT, store retries) would fail on the closed file.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def configure_from_env() -> None:
