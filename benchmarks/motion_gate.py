@@ -8,7 +8,8 @@ the last presence ended) and while occupied, and per presence the
 delay from its first frame to the first frame sent and the longest stretch with nothing sent: a presence
 is missed when nothing is sent while it lasts.
 
-Run: .venv/bin/python benchmarks/motion_gate.py [--clip FILE]  (~2 s; the last line is one JSON object)
+Run: .venv/bin/python benchmarks/motion_gate.py [--clip FILE]  (~2 s; writes results/motion_gate.json,
+the last line is the same JSON object)
 """
 
 from __future__ import annotations
@@ -92,8 +93,12 @@ def measure(clip: Path = CLIP, config: MotionConfig | None = None,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=CLIP)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
-    print(json.dumps(measure(args.clip)))
+    result = measure(args.clip)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "motion_gate.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ def _wait_for(what: str, probe: Callable[[], Any], timeout_s: float) -> Any:
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def test_rtsp_loss_restore_and_a_garbage_camera(tmp_path: Path, rtsp_server: RtspServer,
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_loss_restore_and_a_garbage_camera(tmp_path: Path, rtsp_server: RtspServer, transport: str,
                                                 monkeypatch: pytest.MonkeyPatch, ray_session: None) -> None:
+    """Over TCP the killed server closes the connection; over UDP the datagrams just stop, and only the
+    silence (and the read timeout) tells."""
     import ray
 
     from flux_secu.actors.graph import Deployment
@@ -46,7 +49,7 @@ def test_rtsp_loss_restore_and_a_garbage_camera(tmp_path: Path, rtsp_server: Rts
 
     def cameras(data: dict[str, Any]) -> None:
         data["sites"][0]["cameras"] = [
-            {"id": "cam-rtsp", "source": rtsp_server.url(), "transport": "tcp"},
+            {"id": "cam-rtsp", "source": rtsp_server.url(), "transport": transport},
             {"id": "cam-garbage", "source": f"rtsp://127.0.0.1:{garbage.port}/stream", "username": "admin",
              "password": "${CAM_PASSWORD_FOR_TESTS}"},
         ]

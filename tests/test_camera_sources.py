@@ -60,7 +60,7 @@ def test_http_mjpeg_camera_with_credentials() -> None:
             assert source.retrieve().shape == (360, 640, 3)
         finally:
             source.close()
-        assert 10 <= len(positions) <= 20  # 10 fps, timed on arrival (MJPEG declares no frame rate)
+        assert 8 <= len(positions) <= 20  # 10 fps, timed on arrival (MJPEG declares no frame rate)
         wrong = CameraConfig(id="mjpeg", source=server.url(), username="viewer", password="wrong")
         with pytest.raises(SourceError) as err:
             VideoSource(wrong.url(), open_timeout_s=3)
