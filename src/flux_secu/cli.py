@@ -145,7 +145,11 @@ PURGE_EVERY_S = 3600.0
 def _purge(cfg: Config, store: Any) -> None:
     from flux_secu.evidence.retention import purge_expired
 
-    report = purge_expired(store, cfg.evidence_dir, time.time(), cfg.evidence.retention_days)
+    try:
+        report = purge_expired(store, cfg.evidence_dir, time.time(), cfg.evidence.retention_days)
+    except Exception as exc:  # the next hour tries again; the cameras must not stop for this
+        log.error("evidence_purge_failed", error=repr(exc))
+        return
     if report.purged or report.held:
         log.info("evidence_purged", purged=len(report.purged), kept_on_legal_hold=len(report.held),
                  retention_days=cfg.evidence.retention_days)

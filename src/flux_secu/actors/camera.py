@@ -112,6 +112,7 @@ class CameraActor:
         self.faults = faults
         """Where camera faults go (the rules actor's ``camera_fault``); None: logged only."""
         self._fault_refs: list[ray.ObjectRef] = []
+        self._fault_lock = threading.Lock()  # the read loop and the watchdog both raise faults
         self._link = LinkMonitor(camera.video_loss_after_s, time.time())
         # Started at its first check: a replay's frames are timed on the pipeline clock, not the wall's.
         self._health = HealthMonitor(camera.health)
@@ -145,6 +146,22 @@ class CameraActor:
         watchdog = threading.Thread(target=self._watch_link, name="camera-watchdog", daemon=True)
         if self.realtime:  # a replay reads a file as fast as it can: no silence to watch
             watchdog.start()
+        try:
+            self._run(backoff, sampler, gate)
+        finally:
+            # Whatever ended the loop (stop, end of file, an unexpected error): no watchdog left
+            # behind for a re-run to duplicate, and the clips being gathered are written.
+            self._stop.set()
+            if watchdog.is_alive():
+                watchdog.join()
+            if self._evidence is not None:
+                self._evidence.source_ended()
+        self._drain()
+        if self._fault_refs:  # the last faults reach the store before the camera reports it stopped
+            ray.wait(self._fault_refs, num_returns=len(self._fault_refs), timeout=5.0)
+        return self.stats()
+
+    def _run(self, backoff: Backoff, sampler: FrameSampler, gate: MotionGate) -> None:
         while not self._stop.is_set():
             try:
                 source = self._open()
@@ -165,15 +182,6 @@ class CameraActor:
                 source.close()
             if finished:
                 break
-        self._stop.set()
-        if watchdog.is_alive():
-            watchdog.join()
-        self._drain()
-        if self._evidence is not None:
-            self._evidence.source_ended()
-        if self._fault_refs:  # the last faults reach the store before the camera reports it stopped
-            ray.wait(self._fault_refs, num_returns=len(self._fault_refs), timeout=5.0)
-        return self.stats()
 
     def _open(self) -> VideoSource:
         return VideoSource(self.config.url(), loop=self.config.loop and self.realtime, realtime=self.realtime,
@@ -185,6 +193,8 @@ class CameraActor:
         """Log (the message names the redacted URL only) and wait before the next attempt."""
         delay = backoff.next()
         self.last_error = str(exc)
+        if self._evidence is not None:  # the frames after an incident may never come: keep what is there
+            self._evidence.source_ended()
         self.counters.reconnects += 1
         self.log.error(event, error=str(exc), retry_in_s=round(delay, 2))
         self._stop.wait(delay)
@@ -277,6 +287,9 @@ class CameraActor:
                 self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
 
     def _link_event(self, event: LinkEvent) -> None:
+        if event.kind == "video_loss" and self._evidence is not None:
+            # An intruder who cuts the camera: the clip gathered so far is the evidence; write it now.
+            self._evidence.source_ended()
         self._fault(CameraFault(self.site, self.config.id, "video_loss", event.kind == "video_loss",
                                 event.ts, event.since, {"silent_s": round(event.down_s, 2)}))
 
@@ -285,12 +298,13 @@ class CameraActor:
                                 change.since, change.details, round(clip_time_s, 3)))
 
     def _fault(self, fault: CameraFault) -> None:
-        self.counters.faults_raised += fault.active
         self.log.warning("camera_fault", fault=fault.fault, change=fault.event, since=fault.since,
                          **fault.details)
-        if self.faults is not None:
-            self._fault_refs = [r for r in self._fault_refs if not _ready(r)]
-            self._fault_refs.append(self.faults.camera_fault.remote(fault))
+        with self._fault_lock:
+            self.counters.faults_raised += fault.active
+            if self.faults is not None:
+                self._fault_refs = [r for r in self._fault_refs if not _ready(r)]
+                self._fault_refs.append(self.faults.camera_fault.remote(fault))
 
 
 def _ready(ref: ray.ObjectRef) -> bool:
@@ -309,6 +323,7 @@ class _Evidence:
         self.recorder = EvidenceRecorder(settings, PrivacyMask(camera.privacy_masks))
         self.store_config, self.log = store, log
         self._store: Any = None
+        self._store_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
         self._clips: list[Future[None]] = []
 
@@ -319,7 +334,7 @@ class _Evidence:
 
     def request(self, request: EvidenceRequest) -> list[str]:
         snapshot, ready = self.recorder.request(request)
-        written = []
+        written: list[str] = []
         if snapshot is not None:
             self._record(snapshot)
             written.append(snapshot.file)
@@ -333,8 +348,8 @@ class _Evidence:
     def source_ended(self) -> None:
         for ready in self.recorder.source_ended():
             self._clip(ready)
-        for clip in self._clips:
-            clip.result()
+        for clip in list(self._clips):
+            clip.result()  # _clip logs its own errors: this only waits
 
     def _clip(self, request: EvidenceRequest) -> None:
         try:
@@ -350,10 +365,15 @@ class _Evidence:
                       frames=written.frames)
         if self.store_config is None:
             return
-        if self._store is None:
-            from flux_secu.store import open_store
+        try:
+            with self._store_lock:
+                if self._store is None:
+                    from flux_secu.store import open_store
 
-            self._store = open_store(self.store_config)
-        self._store.record_event(written.incident_id, "evidence", time.time(), written.event_data(),
-                                 key=f"evidence:{written.file}")
+                    self._store = open_store(self.store_config)
+            self._store.record_event(written.incident_id, "evidence", time.time(), written.event_data(),
+                                     key=f"evidence:{written.file}")
+        except Exception as exc:  # the file is on disk; the store (retried inside) is unreachable
+            self.log.error("evidence_not_recorded", incident=written.incident_id, file=written.file,
+                           path=str(written.path), error=repr(exc))
     # --- faults -----------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ class RulesActor:
         self.pending: list[ray.ObjectRef] = []
         self.deployment_id = deployment_id
         self.camera_actors: dict[str, Any] = {}
-        self.evidence_pending: list[tuple[str, ray.ObjectRef]] = []
+        self.evidence_pending: list[tuple[str, str, ray.ObjectRef]] = []  # incident, camera, call
         self.rechecks = Rechecks()
         self._overrides: dict[str, Override | None] = {}
         self._overrides_read = 0.0
@@ -288,8 +288,22 @@ class RulesActor:
             self.camera_actors[meta.camera] = camera
         request = EvidenceRequest(incident.id, meta.capture_ts, incident.detections,
                                   (meta.geometry.width, meta.geometry.height))
-        self.evidence_pending.append((incident.id, camera.record_evidence.remote(request)))
-        self.evidence_pending = [(i, r) for i, r in self.evidence_pending if not _done(r)]
+        self.evidence_pending.append((incident.id, meta.camera, camera.record_evidence.remote(request)))
+        still = []
+        for pending in self.evidence_pending:
+            if _done(pending[2]):
+                self._evidence_result(*pending)
+            else:
+                still.append(pending)
+        self.evidence_pending = still
+
+    def _evidence_result(self, incident: str, camera: str, ref: ray.ObjectRef) -> None:
+        try:
+            ray.get(ref)
+        except Exception as exc:  # a camera that died holding its frames: the alert is unaffected
+            log.error("evidence_failed", incident=incident, camera=camera, error=type(exc).__name__)
+            # Its actor may have been replaced (removed and added again): look it up afresh next time.
+            self.camera_actors.pop(camera, None)
 
     # --- activity (vehicles at night...) ----------------------------------------------------------
 
@@ -339,17 +353,15 @@ class RulesActor:
         self.config = config
         for camera in changed:
             self.cameras.pop(camera, None)
+            self.camera_actors.pop(camera, None)  # a restarted camera is a new actor under the same name
 
     def flush(self) -> int:
         """Wait for the warnings and notifications already handed out; returns how many."""
         pending, self.pending = self.pending, []
-        ray.get(pending)
         evidence, self.evidence_pending = self.evidence_pending, []
-        for incident, ref in evidence:
-            try:
-                ray.get(ref)
-            except Exception as exc:  # a camera that died holding its frames: the alert is unaffected
-                log.error("evidence_failed", incident=incident, error=type(exc).__name__)
+        for incident, camera, ref in evidence:  # first: they do not raise, and cameras stop after this
+            self._evidence_result(incident, camera, ref)
+        ray.get(pending)
         return len(pending) + len(evidence)
 
     def stats(self, since: float | None = None) -> dict[str, Any]:

@@ -125,6 +125,8 @@ class EvidenceRecorder:
         """Write the snapshot now; returns it and whether the clip can be written at once too."""
         with self._lock:
             frame = self.ring.nearest(request.ts)
+            if frame is not None and abs(frame.ts - request.ts) > 2.0 / self.settings.fps:
+                frame = None  # the ring no longer (or not yet) holds that moment: no misleading snapshot
             self.ring.pins.append(request.ts - self.settings.before_s)
             latest = self.ring.latest
             ready = self.ended or (latest is not None and latest.ts >= request.ts + self.settings.after_s)

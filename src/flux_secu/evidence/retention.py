@@ -56,8 +56,11 @@ def purge_expired(store: Store, directory: Path, now: float, retention_days: flo
             continue
         if not folder.exists():
             continue
-        files = sorted(p.name for p in folder.iterdir())
-        shutil.rmtree(folder)
+        try:
+            files = sorted(p.name for p in folder.iterdir())
+            shutil.rmtree(folder)
+        except FileNotFoundError:  # another purge (a cron job) got there first
+            continue
         store.record_event(inc.id, PURGED, now, {"files": files, "retention_days": retention_days},
                            key=f"{PURGED}:{round(now * 1000)}")
         purged.append(inc.id)
