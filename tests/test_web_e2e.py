@@ -175,3 +175,25 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
         for actor in actors:
             ray.kill(actor, no_restart=True)
         store.close()
+
+
+def test_an_acknowledgement_is_kept_when_the_escalation_actor_fails(tmp_path: Path,
+                                                                    ray_session: None) -> None:
+    import ray
+
+    from flux_secu.api.actor import RayBackend
+
+    from .api_helpers import add_incident
+
+    @ray.remote(num_cpus=0)
+    class Broken:
+        def acknowledge(self, incident_id: str, by: str, via: str) -> bool:
+            raise RuntimeError("escalation actor crashed")
+
+    store = SQLiteStore(tmp_path / "s.db")
+    inc = add_incident(store, tmp_path / "evidence", 1_795_989_600.0)
+    backend = RayBackend(store, {"site-test": Broken.remote()})  # type: ignore[attr-defined]
+    assert backend.acknowledge(inc, "marc", "api") is True
+    assert store.get_incident(inc.id).state is IncidentState.ACKNOWLEDGED  # type: ignore[union-attr]
+    assert backend.acknowledge(inc, "zoe", "api") is False
+    store.close()

@@ -106,7 +106,8 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     sites = {s.id: s for s in config.sites}
     cameras = {c.id: (s, c) for s in config.sites for c in s.cameras}
 
-    app = FastAPI(title="flux-secu", version="1", docs_url="/api/docs", redoc_url=None,
+    # No Swagger page: it loads its scripts from a CDN, which an isolated site network cannot reach.
+    app = FastAPI(title="flux-secu", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
                   description="Sites, caméras, incidents et prise en charge (flux-secu).")
     bearer = HTTPBearer(auto_error=False, description="Session token from POST /api/login")
