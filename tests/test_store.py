@@ -227,7 +227,7 @@ def test_concurrent_writers_get_exactly_one_true(store_factory: StoreFactory) ->
     assert len({e.seq for e in stores[1].events()}) == 1 + rounds
 
 
-# --- the contract, audit log (API): every store ------------------------------------------------------
+# --- the contract, API reads and audit log: every store ---------------------------------------------
 
 
 def test_the_audit_log_keeps_every_record_in_order_across_reopen(store_factory: StoreFactory) -> None:
@@ -250,6 +250,20 @@ def test_the_audit_log_keeps_every_record_in_order_across_reopen(store_factory: 
     assert [r.seq for r in reopened.audit_log(limit=2)] == [first, second]
     assert reopened.audit_log(after_seq=third) == []
     assert reopened.events() == [] and reopened.incidents() == []  # not incident events
+
+
+def test_one_incident_by_id(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    first, second = make_incident(1.0), make_incident(2.0)
+    for inc in (first, second):
+        store.open_incident(inc)
+    store.set_state(second.id, IncidentState.ESCALATED)
+    got = store_factory().get_incident(second.id)
+    assert got is not None and got.incident == second and got.state is IncidentState.ESCALATED
+    assert store.get_incident(first.id) == store.incidents()[0]
+    assert store.get_incident("intrusion-nowhere-1") is None
+    store.set_state("intrusion-nowhere-1", IncidentState.WARNED)  # a bare state is no incident
+    assert store.get_incident("intrusion-nowhere-1") is None
 
 
 def test_sqlite_refuses_to_rewrite_the_audit_log(tmp_path: Path) -> None:

@@ -144,6 +144,25 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
             page.get_by_role("button", name="Je prends en charge").click()
             expect(detail.locator("[data-testid=state]")).to_have_text("Pris en charge", timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "incident-acknowledged.png"), full_page=True)
+
+            # Disarm the site for 2 h from the phone, then back to the calendar; the night's report.
+            page.goto(base + "/#sites")
+            card = page.locator(f"[data-testid=site][data-id={site.id}]")
+            expect(card.locator("[data-testid=armed]")).to_have_text("Armé")
+            card.get_by_label("Durée").select_option(str(2 * 3600))
+            card.get_by_role("button", name="Désarmer").click()
+            expect(card.locator("[data-testid=armed]")).to_have_text("Désarmé")
+            expect(card).to_contain_text("désarmé à la main par marc")
+            override = store.get_setting(f"override:{site.id}")
+            assert override is not None and override["armed"] is False and override["by"] == "marc"
+            assert 2 * 3600 - 60 < override["until"] - time.time() <= 2 * 3600
+            card.get_by_role("button", name="Revenir au calendrier").click()
+            expect(card.locator("[data-testid=armed]")).to_have_text("Armé")
+            page.goto(base + "/#report")
+            page.get_by_label("Nuit du").fill("2026-11-25")
+            report = page.locator("[data-testid=report]")
+            expect(report).to_contain_text("Rapport de la nuit du 25/11/2026")
+            expect(report).to_contain_text("prises en charge : 1")
             browser.close()
         acknowledged_at = time.time()
         sent = notifications(store, incident.id)
@@ -160,6 +179,8 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
         assert ("marc", "incident_view", incident.id) in audit
         assert ("marc", "evidence_view", f"{incident.id}/snapshot.jpg") in audit
         assert ("marc", "acknowledge", incident.id) in audit
+        assert [a for a in audit if a[1] in ("disarm", "override_cleared")] == [
+            ("marc", "disarm", site.id), ("marc", "override_cleared", site.id)]
         assert (ARTIFACTS / "camera-wall.png").stat().st_size > 10_000
 
         # The API is also the webhook's front door: a signed press goes to the ingress, then escalation.
@@ -175,3 +196,25 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
         for actor in actors:
             ray.kill(actor, no_restart=True)
         store.close()
+
+
+def test_an_acknowledgement_is_kept_when_the_escalation_actor_fails(tmp_path: Path,
+                                                                    ray_session: None) -> None:
+    import ray
+
+    from flux_secu.api.actor import RayBackend
+
+    from .api_helpers import add_incident
+
+    @ray.remote(num_cpus=0)
+    class Broken:
+        def acknowledge(self, incident_id: str, by: str, via: str) -> bool:
+            raise RuntimeError("escalation actor crashed")
+
+    store = SQLiteStore(tmp_path / "s.db")
+    inc = add_incident(store, tmp_path / "evidence", 1_795_989_600.0)
+    backend = RayBackend(store, {"site-test": Broken.remote()})  # type: ignore[attr-defined]
+    assert backend.acknowledge(inc, "marc", "api") is True
+    assert store.get_incident(inc.id).state is IncidentState.ACKNOWLEDGED  # type: ignore[union-attr]
+    assert backend.acknowledge(inc, "zoe", "api") is False
+    store.close()

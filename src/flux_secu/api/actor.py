@@ -20,6 +20,7 @@ from ray.exceptions import RayError
 
 from flux_secu.alerts.ack import load_secret
 from flux_secu.api.app import create_app
+from flux_secu.api.backend import StoreBackend
 from flux_secu.config import Config
 from flux_secu.logs import configure_from_env
 from flux_secu.rules.incident import Incident
@@ -41,11 +42,14 @@ class RayBackend:
 
     def acknowledge(self, incident: Incident, by: str, via: str) -> bool:
         actor = self.escalations.get(incident.site)
-        if actor is None:  # an incident of a site no longer configured: the store is enough
-            from flux_secu.api.backend import StoreBackend
-
-            return StoreBackend(self.store).acknowledge(incident, by, via)
-        return bool(ray.get(actor.acknowledge.remote(incident.id, by, via), timeout=CALL_TIMEOUT_S))
+        if actor is not None:
+            try:
+                return bool(ray.get(actor.acknowledge.remote(incident.id, by, via), timeout=CALL_TIMEOUT_S))
+            except RayError as exc:
+                log.error("api_acknowledge_via_store", incident=incident.id, error=type(exc).__name__)
+        # A site no longer configured, or its escalation actor down or restarting: the acknowledgement is
+        # written to the store all the same, where the (restarted) actor finds it and stops the chain.
+        return StoreBackend(self.store).acknowledge(incident, by, via)
 
     def camera_stats(self, camera_id: str) -> dict[str, Any] | None:
         actor = self.cameras.get(camera_id)

@@ -42,6 +42,7 @@ from flux_secu.api.export import build_export, evidence_intact
 from flux_secu.api.views import (
     MEDIA_TYPES,
     CameraHealth,
+    SnapshotIndex,
     evidence_of,
     incident_detail,
     incident_summary,
@@ -100,11 +101,13 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     throttle = LoginThrottle(api_cfg.login_max_failures, api_cfg.login_window_s, clock)
     export_key = derive_key(secret, "export")
     health = CameraHealth()
+    snapshots = SnapshotIndex(store)
     live_views: dict[tuple[str, str], float] = {}
     sites = {s.id: s for s in config.sites}
     cameras = {c.id: (s, c) for s in config.sites for c in s.cameras}
 
-    app = FastAPI(title="flux-secu", version="1", docs_url="/api/docs", redoc_url=None,
+    # No Swagger page: it loads its scripts from a CDN, which an isolated site network cannot reach.
+    app = FastAPI(title="flux-secu", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
                   description="Sites, caméras, incidents et prise en charge (flux-secu).")
     bearer = HTTPBearer(auto_error=False, description="Session token from POST /api/login")
@@ -149,7 +152,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     Admin = Annotated[User, Depends(role("admin"))]
 
     def find(incident_id: str) -> StoredIncident:
-        stored = next((s for s in store.incidents() if s.incident.id == incident_id), None)
+        stored = store.get_incident(incident_id)
         if stored is None:
             raise HTTPException(404, f"unknown incident {incident_id!r}")
         return stored
@@ -293,14 +296,11 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         jpeg = backend.latest_jpeg(camera_id)
         if jpeg:
             return Response(jpeg, media_type="image/jpeg", headers={**headers, "X-Snapshot": "live"})
-        for stored in reversed(store.incidents()):
-            if stored.incident.camera != camera_id:
-                continue
-            ev = evidence_of(stored.incident.id, store.events(stored.incident.id)).get("snapshot.jpg")
-            if ev is not None and ev.path.is_file():
-                return FileResponse(ev.path, media_type="image/jpeg",
-                                    headers={**headers, "X-Snapshot": f"incident {stored.incident.id}"})
-        raise HTTPException(404, f"no image yet for camera {camera_id!r}")
+        latest = snapshots.latest(camera_id)
+        if latest is None:
+            raise HTTPException(404, f"no image yet for camera {camera_id!r}")
+        return FileResponse(latest[1], media_type="image/jpeg",
+                            headers={**headers, "X-Snapshot": f"incident {latest[0]}"})
 
     # --- incidents ------------------------------------------------------------------------------
 
@@ -418,7 +418,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
             log.warning("acknowledgement_refused", reason=str(exc))
             answer: dict[str, Any] = {"ok": False, "reason": str(exc)}
             return _ack_answer(request, 403, answer)
-        stored = next((s for s in store.incidents() if s.incident.id == claim.incident_id), None)
+        stored = store.get_incident(claim.incident_id)
         if stored is None:
             return _ack_answer(request, 404, {"ok": False, "reason": "unknown incident"})
         first = backend.acknowledge(stored.incident, claim.contact, "link")

@@ -19,7 +19,7 @@ from typing import Any
 from flux_secu.config import Config, SiteConfig
 from flux_secu.rules.calendar import Override, is_armed, site_calendar
 from flux_secu.rules.incident import IncidentKind, IncidentState
-from flux_secu.store.base import StoredEvent, StoredIncident
+from flux_secu.store.base import Store, StoredEvent, StoredIncident
 
 EVIDENCE_FILES = ("snapshot.jpg", "clip.mp4")
 MEDIA_TYPES = {"snapshot.jpg": "image/jpeg", "clip.mp4": "video/mp4"}
@@ -153,3 +153,34 @@ class CameraHealth:
             elif now - seen[1] >= self.stalled_after_s:
                 return "stalled"
         return "ok" if frames > 0 else "starting"
+
+
+class SnapshotIndex:
+    """The latest evidence snapshot of each camera, kept by tailing the store's event log.
+
+    A camera wall asks for every camera's image every few seconds; finding it by reading every incident
+    would cost a full scan per image. The first call reads the log once, later ones only what is new.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._after = 0
+        self._camera_of: dict[str, str] = {}
+        self._latest: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def latest(self, camera: str) -> tuple[str, Path] | None:
+        with self._lock:
+            for event in self.store.events(after_seq=self._after):
+                self._after = event.seq
+                if event.kind == "opened":
+                    self._camera_of[event.incident_id] = str(event.data.get("camera", ""))
+                elif event.kind == "evidence":
+                    ev = evidence_of(event.incident_id, [event]).get("snapshot.jpg")
+                    cam = self._camera_of.get(event.incident_id)
+                    if ev is not None and cam:
+                        self._latest[cam] = ev.path
+            path = self._latest.get(camera)
+        if path is None or not path.is_file():
+            return None
+        return path.parent.name, path

@@ -74,7 +74,12 @@ class Store(Protocol):
 
     def get_setting(self, key: str) -> dict[str, Any] | None: ...
 
-    # --- audit log (API): append-only, never updated nor deleted ---------------------------------
+    # --- API reads, audit log (API): append-only, never updated nor deleted -----------------------
+
+    def get_incident(self, incident_id: str) -> StoredIncident | None:
+        """One incident by id, without reading the others (the API opens one per request)."""
+        ...
+
 
     def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
         """Append one record; returns its ``seq`` (increasing in append order)."""
@@ -84,6 +89,6 @@ class Store(Protocol):
         """Records after ``after_seq`` in append order, at most ``limit`` of them."""
         ...
 
-    # --- end of audit log ---------------------------------------------------------------------------
+    # --- end of API reads and audit log ------------------------------------------------------------
 
     def close(self) -> None: ...

@@ -250,7 +250,14 @@ class RedisStore:
         value = self._call("get_setting", lambda: self._client.hget(self._key("settings"), key))
         return None if value is None else dict(json.loads(value))
 
-    # --- audit log (API) ---------------------------------------------------------------------------
+    # --- API reads, audit log (API) ----------------------------------------------------------------
+
+    def get_incident(self, incident_id: str) -> StoredIncident | None:
+        key = self._key("incident", incident_id)
+        data, state = self._call("get_incident", lambda: self._client.hmget(key, ["data", "state"]))
+        if data is None or state is None:
+            return None
+        return StoredIncident(Incident.from_dict(json.loads(data)), IncidentState(state))
 
     def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
         keys = [self._key("audit-seq"), self._key("audit")]
@@ -267,7 +274,7 @@ class RedisStore:
             for entry_id, f in self._call("audit_log", read)
         ]
 
-    # --- end of audit log ---------------------------------------------------------------------------
+    # --- end of API reads and audit log ------------------------------------------------------------
 
     def close(self) -> None:
         self._client.close()

@@ -148,7 +148,13 @@ class SQLiteStore:
         row = self._db.execute("SELECT data FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    # --- audit log (API) ---------------------------------------------------------------------------
+    # --- API reads, audit log (API) ----------------------------------------------------------------
+
+    def get_incident(self, incident_id: str) -> StoredIncident | None:
+        row = self._db.execute("SELECT data, state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None:
+            return None
+        return StoredIncident(Incident.from_dict(json.loads(row[0])), IncidentState(row[1]))
 
     def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
         with self._write_lock:
@@ -165,7 +171,7 @@ class SQLiteStore:
         ).fetchall()
         return [AuditRecord(q, t, u, a, g, json.loads(d)) for q, t, u, a, g, d in rows]
 
-    # --- end of audit log ---------------------------------------------------------------------------
+    # --- end of API reads and audit log ------------------------------------------------------------
 
     def close(self) -> None:
         self._db.close()
