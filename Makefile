@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and the command that shows each one is there.
 SYSTEM_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg sox:sox mosquitto:mosquitto \
 	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server \
-	openssh-server:sshd rsync:rsync
+	openssh-server:sshd rsync:rsync netcat-openbsd:nc
 
 .PHONY: install system-deps demo test lint bench clean
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flux_secu.config import Config, parse_config
+from flux_secu.config import AutoscaleConfig, Config, parse_config
 
 from .conftest import FLUX_SECU, LOWLIGHT_CLIP, site_yaml
 
@@ -62,6 +62,8 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     # Every sampled frame goes to the detector (no motion gate): a missed frame cannot hide as "gated".
     camera.update(source=str(clip), detect_fps=2, motion={"enabled": False})
     data["sites"][0]["cameras"] = [dict(camera, id=cid) for cid in BASE]
+    # One frame per batch: every batch is full, which is what the autoscaling test needs to see.
+    data["inference"] = {"max_batch": 1}
     config = parse_config(data, tmp)
     supervisor = create_supervisor(config)
     ray.get(supervisor.start.remote())
@@ -234,3 +236,22 @@ def test_metrics_endpoint_exposes_per_camera_series(running: Running) -> None:
     incidents = {s.labels["kind"]: s.value for s in families["ray_flux_secu_incidents"]
                  if s.name.endswith("_total")}
     assert incidents.get("intrusion", 0) >= 1  # the clip's person, on a site closed all day
+
+
+def test_autoscaling_switched_on_by_reload_grows_the_pool_within_its_bounds(running: Running) -> None:
+    import ray
+
+    r = running
+    config = ray.get(r.supervisor.running_config.remote())
+    auto = AutoscaleConfig(min_actors=1, max_actors=2, interval_s=1, up_after=2)
+    inference = config.inference.model_copy(update={"autoscale": auto})
+    summary = ray.get(r.supervisor.reload.remote(config.model_copy(update={"inference": inference})))
+    assert summary["restarted"] == [] and summary["added"] == [] and summary["removed"] == []
+    deadline = time.monotonic() + 30
+    while ray.get(r.supervisor.pool_stats.remote())["actors"] < 2:  # full batches: saturated
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    time.sleep(3)
+    assert ray.get(r.supervisor.pool_stats.remote())["actors"] == 2  # and never beyond max_actors
+    with pytest.raises(ValueError, match=r"outside the autoscaling bounds \[1, 2\]"):
+        ray.get(r.supervisor.scale_pool.remote(3))
