@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 
 BASE = ["cam-0", "cam-1", "cam-2"]
 MISSES = ("drops", "frames_lost", "reconnects")
+# One analysed frame a second: a camera drops a frame only when it cannot hand frames over for ~3 s, so
+# a change that disturbed it shows, while a second of CPU taken by someone else on a shared box does not.
+DETECT_FPS = 1
 
 
 @dataclass
@@ -60,7 +63,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     data = yaml.safe_load(site_yaml(var_dir=str(tmp / "var")))
     camera = data["sites"][0]["cameras"][0]
     # Every sampled frame goes to the detector (no motion gate): a missed frame cannot hide as "gated".
-    camera.update(source=str(clip), detect_fps=2, motion={"enabled": False})
+    camera.update(source=str(clip), detect_fps=DETECT_FPS, motion={"enabled": False})
     data["sites"][0]["cameras"] = [dict(camera, id=cid) for cid in BASE]
     # One frame per batch: every batch is full, which is what the autoscaling test needs to see.
     data["inference"] = {"max_batch": 1}
@@ -80,7 +83,7 @@ def cameras(r: Running) -> dict[str, dict[str, Any]]:
     return {row["camera"]: row for row in ray.get(r.supervisor.cameras.remote())}
 
 
-def wait_analysed(r: Running, ids: list[str], minimum: int = 2, timeout_s: float = 30) -> dict[str, Any]:
+def wait_analysed(r: Running, ids: list[str], minimum: int = 2, timeout_s: float = 40) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         rows = cameras(r)
@@ -94,7 +97,7 @@ def assert_kept_running(
     before: dict[str, Any], after: dict[str, Any], ids: list[str], seconds: float
 ) -> None:
     """Same actor all along (counters never went back), no frame dropped, lost or reconnected, and the
-    reading kept pace with the clip (2 sampled frames a second)."""
+    reading kept pace with the clip."""
     for cid in ids:
         b, a = before[cid], after[cid]
         assert a["state"] == "running", a
@@ -102,7 +105,7 @@ def assert_kept_running(
         assert a["frames_read"] > b["frames_read"], (cid, b, a)
         assert {k: a[k] - b[k] for k in MISSES} == dict.fromkeys(MISSES, 0), (cid, b, a)
         sampled = a["frames_sampled"] - b["frames_sampled"]
-        assert sampled >= 2 * seconds - 2, (cid, sampled, seconds)
+        assert sampled >= DETECT_FPS * seconds - 2, (cid, sampled, seconds)
         # Every sampled frame went to the detector, and all but those still in flight came back.
         assert a["frames_sampled"] == a["frames_sent"]
         assert a["frames_done"] + a["in_flight"] == a["frames_sent"]
@@ -174,7 +177,7 @@ def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) ->
     import ray
 
     r = running
-    added = flux(r, "cameras", "add", "site-test", "cli-cam", str(r.clip), "--detect-fps", "2")
+    added = flux(r, "cameras", "add", "site-test", "cli-cam", str(r.clip), "--detect-fps", "1")
     assert added.returncode == 0, added.stderr[-2000:]
     assert added.stdout.strip() == "cli-cam: added to site-test"
     listed = flux(r, "cameras", "list", "--json")
@@ -189,6 +192,11 @@ def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) ->
     scaled = flux(r, "pool", "scale", "2")
     assert scaled.returncode == 0 and scaled.stdout.strip() == "pool: 2 inference actor(s)"
     assert ray.get(r.supervisor.pool_stats.remote())["actors"] == 2
+
+    second = r.tmp / "second.yaml"
+    second.write_text(yaml.safe_dump(r.data))
+    again = flux(r, "run", str(second), "--detach")  # one deployment per cluster
+    assert again.returncode == 2 and "already runs on this Ray cluster" in again.stderr
 
     removed = flux(r, "cameras", "remove", "cli-cam")
     assert removed.returncode == 0 and removed.stdout.startswith("cli-cam: removed after ")
