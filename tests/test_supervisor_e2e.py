@@ -204,6 +204,23 @@ def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) ->
     ray.get(r.supervisor.scale_pool.remote(1))
 
 
+def test_a_crashed_camera_is_brought_back_and_its_reading_started_again(running: Running) -> None:
+    import ray
+
+    r = running
+    before = wait_analysed(r, BASE)
+    ray.kill(ray.get(r.supervisor.camera_actor.remote("cam-2")), no_restart=False)  # a crash: Ray restarts it
+    deadline = time.monotonic() + 30
+    while True:
+        cam = (rows := cameras(r))["cam-2"]
+        if cam["restarts"] == 1 and cam["state"] == "running" and cam["frames_done"] > 0:
+            break
+        assert time.monotonic() < deadline, cam
+        time.sleep(0.5)
+    assert rows["cam-2"]["actor_id"] == before["cam-2"]["actor_id"]  # the same actor, restarted by Ray
+    assert [rows[c]["restarts"] for c in ("cam-0", "cam-1")] == [0, 0]
+
+
 def test_metrics_endpoint_exposes_per_camera_series(running: Running) -> None:
     import ray
     from prometheus_client.parser import text_string_to_metric_families
