@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and the command that shows each one is there.
 SYSTEM_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg sox:sox mosquitto:mosquitto \
 	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server \
-	openssh-server:sshd rsync:rsync chromium:chromium
+	openssh-server:sshd rsync:rsync netcat-openbsd:nc chromium:chromium
 # Debian packages without a command of their own, checked with dpkg: the real RTSP server the camera
 # tests read from (gst-rtsp-server, run by Debian's python3 through python3-gi: tests/rtsp_server.py;
 # qtdemux and rtph264pay are in plugins-good, h264parse in plugins-bad).

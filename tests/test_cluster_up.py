@@ -89,6 +89,13 @@ def account_venv(venv: Path) -> None:
         script = venv / "bin" / name
         script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\n{entry}\nsys.exit(main())\n")
         script.chmod(0o755)
+    # The account reads this checkout's packages in place: a clone in a private folder (under /root)
+    # cannot work, and would otherwise fail much later inside `ray up` with an obscure error.
+    probe = subprocess.run(["runuser", "-u", ACCOUNT, "--", str(venv / "bin" / "python"), "-c",
+                            "import flux_secu, ray"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.fail(f"the account {ACCOUNT} cannot read this checkout ({ROOT}) or its venv: clone it in a "
+                    f"folder other accounts can read (e.g. /work or /srv):\n{probe.stderr[-1500:]}")
 
 
 @dataclass
@@ -152,6 +159,16 @@ def sshd() -> Iterator[Sshd]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def incidents(db_path: Path) -> int:
+    if not db_path.exists():
+        return 0
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0])
+        except sqlite3.OperationalError:  # the store is being created
+            return 0
+
+
 def account_processes() -> list[str]:
     result = subprocess.run(["ps", "-ww", "-u", ACCOUNT, "-o", "pid=,args="], capture_output=True, text=True)
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
@@ -212,18 +229,26 @@ def test_ray_up_runs_flux_secu_on_the_onprem_config_and_ray_down_leaves_nothing(
         up = run(ray, "up", "-y", "--no-config-cache", str(config_path), timeout=120, env=env)
         assert any("raylet" in p for p in account_processes()), up.stdout[-3000:]
         assert (home / "flux-secu" / "onprem.yaml").is_file()  # file_mounts went over rsync
-        command = f"flux-secu run {work / 'demo.yaml'} --address 127.0.0.1:{gcs_port} --for 20 --json-logs"
-        result = run(ray, "exec", str(config_path), command, timeout=180, env=env)
-        assert '"event": "running"' in result.stdout + result.stderr
-        with sqlite3.connect(work / "var" / "flux-secu.db") as db:
-            incidents = db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
-        assert incidents >= 1  # the demo clip's first person, on a site that is closed
+        address = f"--address 127.0.0.1:{gcs_port}"
+        started = run(ray, "exec", str(config_path),
+                      f"flux-secu run {work / 'demo.yaml'} {address} --detach --json-logs", env=env)
+        assert "flux-secu: running on" in started.stdout + started.stderr
+        # The deployment outlives the command that started it: the demo's intruder becomes an incident.
+        db_path = work / "var" / "flux-secu.db"
+        deadline = time.monotonic() + 90
+        while not incidents(db_path):
+            assert time.monotonic() < deadline, "no incident from the demo clip"
+            time.sleep(1)
+        listed = run(ray, "exec", str(config_path), f"flux-secu cameras list --json {address}", env=env)
+        assert '"camera": "quai-principal"' in listed.stdout and '"state": "running"' in listed.stdout
+        stopped = run(ray, "exec", str(config_path), f"flux-secu stop {address}", env=env)
+        assert "stopped 1 camera(s)" in stopped.stdout
     finally:
         down = run(ray, "down", "-y", str(config_path), timeout=120, env=env, check=False)
+        for path in state:
+            path.unlink(missing_ok=True)
     assert down.returncode == 0, down.stderr[-3000:]
     deadline = time.monotonic() + 20
     while account_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert account_processes() == []  # ray down left no Ray process behind
-    for leftover in state:
-        leftover.unlink(missing_ok=True)

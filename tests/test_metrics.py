@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import structlog
 
 from flux_secu.logs import configure
-from flux_secu.metrics import CameraTracker, Increments
+from flux_secu.metrics import CameraTracker, Increments, exported_names
+
+from .conftest import ROOT
 
 
 def test_increments_between_polls_and_after_a_restart() -> None:
@@ -58,3 +61,16 @@ def test_every_json_log_line_names_site_and_camera(capsys: pytest.CaptureFixture
         ("deployment_started", None, None),
     ]
     assert all({"timestamp", "level"} <= e.keys() for e in lines)
+
+
+def test_the_grafana_dashboard_queries_only_series_that_flux_secu_exports() -> None:
+    dashboard = json.loads((ROOT / "cluster" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"ray_flux_secu_[a-z_]+", e)}
+    assert used <= exported_names(), used - exported_names()
+    # Per camera: fps in, analysed, drops, reconnects, health; pool; rules; alerts.
+    for name in ("camera_fps_in", "camera_frames_analysed_total", "camera_drops_total", "camera_healthy",
+                 "camera_reconnects_total", "pool_queue_depth", "pool_batch_size_sum",
+                 "pool_inference_latency_seconds_bucket", "incidents_total", "alert_warnings_total",
+                 "alert_notifications_total", "alert_acknowledgements_total"):
+        assert f"ray_flux_secu_{name}" in used, name

@@ -32,12 +32,33 @@ CAMERA_COUNTERS = {
     "frames_lost": ("camera_frames_lost", "Frames lost in a crashed inference actor"),
     "reconnects": ("camera_reconnects", "Times the camera's source was reopened"),
 }
+GAUGES = {
+    "camera_fps_in": "Frames per second read from the camera",
+    "camera_healthy": "1 while the camera delivers frames, else 0",
+    "pool_queue_depth": "Frames waiting in the inference pool",
+    "pool_actors": "Inference actors in the pool",
+    "pool_batch_fill": "Mean batch size over max_batch since the last poll",
+}
+INCIDENTS = ("incidents", "Incidents opened")
+HISTOGRAMS = {
+    "pool_batch_size": ("Frames per inference batch", BATCH_SIZE_BOUNDARIES),
+    "pool_inference_latency_seconds": ("From a batch's dispatch to its detections", LATENCY_BOUNDARIES_S),
+}
 ALERT_EVENTS = {
     # store event kind -> (metric name, description)
     "warning": ("alert_warnings", "Voice warnings played"),
     "notification": ("alert_notifications", "Notifications sent to on-call contacts"),
     "acknowledged": ("alert_acknowledgements", "Incidents acknowledged"),
 }
+
+
+def exported_names() -> set[str]:
+    """Every series name as Ray's endpoint shows it (``ray_`` prefix; ``_total``, ``_bucket``...)."""
+    counters = [name for name, _ in (*CAMERA_COUNTERS.values(), *ALERT_EVENTS.values(), INCIDENTS)]
+    names = {f"ray_{PREFIX}_{name}_total" for name in counters} | {f"ray_{PREFIX}_{name}" for name in GAUGES}
+    for name in HISTOGRAMS:
+        names |= {f"ray_{PREFIX}_{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    return names
 
 
 class Increments:
@@ -119,14 +140,15 @@ class Metrics:
             key: Counter(f"{PREFIX}_{name}", description, tag_keys=camera_tags)
             for key, (name, description) in CAMERA_COUNTERS.items()
         }
-        self.fps_in = Gauge(f"{PREFIX}_camera_fps_in", "Frames per second read from the camera",
-                            tag_keys=camera_tags)
-        self.healthy = Gauge(f"{PREFIX}_camera_healthy", "1 while the camera delivers frames, else 0",
-                             tag_keys=camera_tags)
-        self.queue = Gauge(f"{PREFIX}_pool_queue_depth", "Frames waiting in the inference pool")
-        self.actors = Gauge(f"{PREFIX}_pool_actors", "Inference actors in the pool")
-        self.fill = Gauge(f"{PREFIX}_pool_batch_fill", "Mean batch size over max_batch since the last poll")
-        self.incidents = Counter(f"{PREFIX}_incidents", "Incidents opened", tag_keys=("site", "kind"))
+        def gauge(name: str, tags: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", GAUGES[name], tag_keys=tags)
+
+        self.fps_in = gauge("camera_fps_in", camera_tags)
+        self.healthy = gauge("camera_healthy", camera_tags)
+        self.queue = gauge("pool_queue_depth")
+        self.actors = gauge("pool_actors")
+        self.fill = gauge("pool_batch_fill")
+        self.incidents = Counter(f"{PREFIX}_{INCIDENTS[0]}", INCIDENTS[1], tag_keys=("site", "kind"))
         self.alerts = {
             kind: Counter(f"{PREFIX}_{name}", description, tag_keys=("site",))
             for kind, (name, description) in ALERT_EVENTS.items()
@@ -174,11 +196,12 @@ class BatchMetrics:
     def __init__(self) -> None:
         from ray.util.metrics import Histogram
 
-        self.sizes = Histogram(f"{PREFIX}_pool_batch_size", "Frames per inference batch",
-                               boundaries=BATCH_SIZE_BOUNDARIES)
-        self.latency = Histogram(f"{PREFIX}_pool_inference_latency_seconds",
-                                 "Time from a batch's dispatch to its detections",
-                                 boundaries=LATENCY_BOUNDARIES_S)
+        def histogram(name: str) -> Histogram:
+            description, boundaries = HISTOGRAMS[name]
+            return Histogram(f"{PREFIX}_{name}", description, boundaries=boundaries)
+
+        self.sizes = histogram("pool_batch_size")
+        self.latency = histogram("pool_inference_latency_seconds")
 
     def record_batch(self, size: int, seconds: float) -> None:
         self.sizes.observe(float(size))

@@ -206,6 +206,10 @@ class Supervisor:
                                                         "max_actors": auto.max_actors}
         return stats
 
+    def camera_actor(self, camera_id: str) -> Any:
+        """The actor handle of a running camera (for diagnosis: its stats, or to kill it in a test)."""
+        return self._deployment().cameras[camera_id]
+
     def running_config(self) -> Config:
         return self.config
 
