@@ -21,6 +21,8 @@ import pytest
 import yaml
 
 from flux_secu.config import AutoscaleConfig, Config, parse_config
+from flux_secu.rules.incident import Incident, IncidentKind
+from flux_secu.store import SQLiteStore
 
 from .conftest import FLUX_SECU, LOWLIGHT_CLIP, site_yaml
 
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 BASE = ["cam-0", "cam-1", "cam-2"]
 MISSES = ("drops", "frames_lost", "reconnects")
+EXPIRED = "intrusion-cam-a-1"
 # One analysed frame a second: a camera drops a frame only when it cannot hand frames over for ~3 s, so
 # a change that disturbed it shows, while a second of CPU taken by someone else on a shared box does not.
 DETECT_FPS = 1
@@ -68,6 +71,14 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     # One frame per batch: every batch is full, which is what the autoscaling test needs to see.
     data["inference"] = {"max_batch": 1}
     config = parse_config(data, tmp)
+    # Evidence of an intrusion 31 days old, which the supervisor must purge when it starts.
+    old = config.evidence_dir / EXPIRED
+    old.mkdir(parents=True)
+    (old / "snapshot.jpg").write_bytes(b"jpeg")
+    store = SQLiteStore(config.store.path)
+    store.open_incident(Incident(EXPIRED, IncidentKind.INTRUSION, "site-test", "cam-a", "person",
+                                 time.time() - 31 * 86_400))
+    store.close()
     supervisor = create_supervisor(config)
     ray.get(supervisor.start.remote())
     try:
@@ -75,6 +86,18 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     finally:
         ray.get(supervisor.stop.remote())
         ray.kill(supervisor)
+
+
+def test_the_supervisor_purges_expired_evidence(running: Running) -> None:
+    folder = running.config.evidence_dir / EXPIRED
+    deadline = time.monotonic() + 20
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not folder.exists()
+    store = SQLiteStore(running.config.store.path)
+    purged = [e for e in store.events(EXPIRED) if e.kind == "evidence_purged"]
+    store.close()
+    assert len(purged) == 1 and purged[0].data["files"] == ["snapshot.jpg"]
 
 
 def cameras(r: Running) -> dict[str, dict[str, Any]]:

@@ -117,13 +117,9 @@ def run(
             return
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         next_stats = time.monotonic() + 10
-        next_purge = time.monotonic()
         while not stopping and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.25)
             last_seq = _log_new_events(store, last_seq)
-            if time.monotonic() >= next_purge:
-                next_purge += PURGE_EVERY_S
-                _purge(cfg, store)
             if time.monotonic() >= next_stats:
                 next_stats += 10
                 for s in ray.get(supervisor.cameras.remote()):
@@ -137,22 +133,6 @@ def run(
             ray.kill(supervisor)
         store.close()
         ray.shutdown()
-
-
-PURGE_EVERY_S = 3600.0
-
-
-def _purge(cfg: Config, store: Any) -> None:
-    from flux_secu.evidence.retention import purge_expired
-
-    try:
-        report = purge_expired(store, cfg.evidence_dir, time.time(), cfg.evidence.retention_days)
-    except Exception as exc:  # the next hour tries again; the cameras must not stop for this
-        log.error("evidence_purge_failed", error=repr(exc))
-        return
-    if report.purged or report.held:
-        log.info("evidence_purged", purged=len(report.purged), kept_on_legal_hold=len(report.held),
-                 retention_days=cfg.evidence.retention_days)
 
 
 def _join(address: str) -> None:

@@ -30,6 +30,8 @@ log = structlog.get_logger("flux_secu.supervisor")
 
 SUPERVISOR_NAME = "supervisor"
 POLL_S = 2.0
+PURGE_EVERY_S = 3600.0
+"""Evidence past its retention period is deleted at start and every hour (see flux_secu.evidence)."""
 CALL_TIMEOUT_S = 10.0
 CAMERA_START_TIMEOUT_S = 120.0
 CAMERA_RESOURCE = "flux_secu_cameras"
@@ -280,7 +282,11 @@ class Supervisor:
     def _poll_loop(self) -> None:
         self._open_event_feed()  # in this thread: a SQLite connection stays in the thread that opened it
         next_scale = time.monotonic()
+        next_purge = time.monotonic()
         while not self._stopping.wait(self.poll_s):
+            if time.monotonic() >= next_purge:
+                next_purge += PURGE_EVERY_S
+                self._purge()
             try:
                 self._poll_cameras()
                 pool = ray.get(self._deployment().pool.stats.remote(), timeout=CALL_TIMEOUT_S)
@@ -291,6 +297,20 @@ class Supervisor:
             except Exception as exc:  # one failed poll must not end the polling
                 log.warning("supervisor_poll_failed", error=repr(exc))
         self.store.close()
+
+    def _purge(self) -> None:
+        """Here, not in the command that started the deployment: a detached one must purge too."""
+        from flux_secu.evidence.retention import purge_expired
+
+        evidence = self.config.evidence
+        try:
+            report = purge_expired(self.store, self.config.evidence_dir, time.time(), evidence.retention_days)
+        except Exception as exc:  # the next hour tries again; nothing else stops for this
+            log.error("evidence_purge_failed", error=repr(exc))
+            return
+        if report.purged or report.held:
+            log.info("evidence_purged", purged=len(report.purged), kept_on_legal_hold=len(report.held),
+                     retention_days=evidence.retention_days)
 
     def _poll_cameras(self) -> None:
         dep = self._deployment()
