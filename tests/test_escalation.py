@@ -177,9 +177,17 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
         assert set(receiver.paths()[:2]) == {"/police", "/Alice"}
         # Bea is notified when her step is due (1.5 s after the start), never before: the receipt
         # times alone would depend on how long apprise took to send the first messages.
-        events = store.events(incident.id)
+        # The actor records the notification just after the receiver got it: wait for the record.
+        deadline = time.monotonic() + 10
+        while True:
+            events = store.events(incident.id)
+            sent = [e for e in events if e.kind == "notification" and e.data["contact"] == "Bea"]
+            if sent or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         started = next(e for e in events if e.kind == "escalated").data["started_at"]
-        bea = next(e for e in events if e.kind == "notification" and e.data["contact"] == "Bea")
+        assert sent, [e.kind for e in events]
+        bea = sent[0]
         assert 1.5 <= bea.data["sent_ts"] - started < 4.0
         body = next(b for p, b, _ in receiver.posts if p == "/Bea")["message"]
         assert incident.id in body and "Site de test" in body
