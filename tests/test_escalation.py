@@ -162,20 +162,29 @@ def intrusion(store: SQLiteStore, n: int = 1) -> Incident:
 def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
     tmp_path: Path, receiver: Receiver, ray_session: None
 ) -> None:
+    import urllib.error
+    import urllib.request
+
     import ray
 
     from flux_secu.actors.alerting import EscalationActor
+    from flux_secu.actors.panic import PanicIngressActor
 
-    config = escalation_config(tmp_path, receiver.port, 1.5, ["Alice", "Bea"], police=True)
+    config = escalation_config(tmp_path, receiver.port, 2.5, ["Alice", "Bea"], police=True)
     store = SQLiteStore(config.store.path)
     incident = intrusion(store)
     actor = EscalationActor.remote(config.sites[0], config)
+    # Started before the chain: on a loaded box an actor's start alone can take longer than a step.
+    ingress_cfg = config.model_copy(update={"panic": config.panic.model_copy(
+        update={"http": config.panic.http.model_copy(update={"port": 0})})})
+    ingress = PanicIngressActor.remote(ingress_cfg, {"site-test": actor}, mqtt=False)
+    port = ray.get(ingress.ready.remote())["http"]["port"]
     try:
         assert ray.get(actor.escalate.remote(incident, "still there"))
         assert not ray.get(actor.escalate.remote(incident, "again"))  # idempotent
-        receiver.wait_for(3)  # police + Alice at once, Bea after 1.5 s without acknowledgement
+        receiver.wait_for(3)  # police + Alice at once, Bea after 2.5 s without acknowledgement
         assert set(receiver.paths()[:2]) == {"/police", "/Alice"}
-        # Bea is notified when her step is due (1.5 s after the start), never before: the receipt
+        # Bea is notified when her step is due (2.5 s after the start), never before: the receipt
         # times alone would depend on how long apprise took to send the first messages.
         # The actor records the notification just after the receiver got it: wait for the record.
         deadline = time.monotonic() + 10
@@ -188,21 +197,12 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
         started = next(e for e in events if e.kind == "escalated").data["started_at"]
         assert sent, [e.kind for e in events]
         bea = sent[0]
-        assert 1.5 <= bea.data["sent_ts"] - started < 4.0
+        assert 2.5 <= bea.data["sent_ts"] - started < 5.0
         body = next(b for p, b, _ in receiver.posts if p == "/Bea")["message"]
         assert incident.id in body and "Site de test" in body
         link = body.split("Prendre en charge : ")[1].split()[0]
         assert link.startswith("https://flux.example.org/ack/")
         # The on-call person opens the link (a confirmation page), then confirms (POST).
-        import urllib.error
-        import urllib.request
-
-        from flux_secu.actors.panic import PanicIngressActor
-
-        ingress_cfg = config.model_copy(update={"panic": config.panic.model_copy(
-            update={"http": config.panic.http.model_copy(update={"port": 0})})})
-        ingress = PanicIngressActor.remote(ingress_cfg, {"site-test": actor}, mqtt=False)
-        port = ray.get(ingress.ready.remote())["http"]["port"]
         url = f"http://127.0.0.1:{port}/ack/{link.rsplit('/', 1)[1]}"
         with urllib.request.urlopen(url, timeout=10) as page:
             assert "Je prends en charge" in page.read().decode()
@@ -215,13 +215,14 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
             urllib.request.urlopen(forged, timeout=10)
         assert refused.value.code == 403
         ray.get(ingress.stop.remote())
-        time.sleep(3.5)  # round 2 would have re-notified Alice at 3.0 s
+        time.sleep(3.5)  # round 2 would have re-notified Alice at 5.0 s
         assert receiver.paths().count("/Alice") == 1 and receiver.paths().count("/Bea") == 1
         (stored,) = store.incidents()
         assert stored.state is IncidentState.ACKNOWLEDGED
         assert not ray.get(actor.acknowledge_link.remote("forged.token"))["ok"]
     finally:
         ray.kill(actor, no_restart=True)
+        ray.kill(ingress, no_restart=True)
 
 
 @pytest.mark.slow
