@@ -8,7 +8,6 @@ which was still notifying, stopped. A screenshot of the camera wall is kept in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.error
@@ -17,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 
 from flux_secu.alerts.panic import press_payload
@@ -25,7 +23,7 @@ from flux_secu.rules.incident import IncidentKind, IncidentState
 from flux_secu.store import SQLiteStore
 
 from .api_helpers import PASSWORDS, api_config
-from .conftest import LOWLIGHT_CLIP, ROOT
+from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +33,14 @@ ACK_TIMEOUT_S = 2.0
 PANIC_SECRET = "0123456789abcdef-e2e-secret"
 
 
-def record_evidence(store: SQLiteStore, evidence_dir: Path, incident_id: str) -> None:
-    """What the evidence writer does (the evidence contract): a snapshot and a clip, each with its event."""
-    capture = cv2.VideoCapture(str(LOWLIGHT_CLIP))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 60)
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
-    files = {"snapshot.jpg": cv2.imencode(".jpg", frame)[1].tobytes(), "clip.mp4": LOWLIGHT_CLIP.read_bytes()}
-    for name, data in files.items():
-        path = evidence_dir / incident_id / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        record = {"file": name, "path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
-        store.record_event(incident_id, "evidence", time.time(), record, key=f"evidence:{name}")
+def wait_evidence(store: SQLiteStore, incident_id: str, deadline: float) -> dict[str, str]:
+    """The snapshot and clip the camera actor writes for the incident (flux_secu.evidence)."""
+    while True:
+        files = {e.data["file"]: e.data["path"] for e in store.events(incident_id) if e.kind == "evidence"}
+        if len(files) == 2:
+            return files
+        assert time.monotonic() < deadline, f"no evidence for {incident_id}: {files}"
+        time.sleep(0.1)
 
 
 def notifications(store: SQLiteStore, incident_id: str) -> int:
@@ -120,7 +112,8 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
                 assert time.monotonic() < deadline, "no incident was escalated"
                 time.sleep(0.1)
             incident = escalated[0].incident
-            record_evidence(store, tmp_path / "evidence", incident.id)
+            evidence = wait_evidence(store, incident.id, deadline)
+            assert Path(evidence["snapshot.jpg"]).is_file() and Path(evidence["clip.mp4"]).is_file()
             while notifications(store, incident.id) < 2:  # the chain goes on while nobody answers
                 assert time.monotonic() < deadline, "the chain did not go on"
                 time.sleep(0.1)
