@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import describe  # noqa: E402
+from machine import describe, publish  # noqa: E402
 
 from flux_secu.api.actor import ApiServer  # noqa: E402
 from flux_secu.api.app import create_app  # noqa: E402
@@ -131,10 +130,7 @@ def main() -> None:
     finally:
         server.stop()
         store.close()
-    out = ROOT / "benchmarks" / "results" / "api.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish("api", result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Last line of output: one JSON object. Usage: ``python benchmarks/inference.py [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -27,7 +26,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import cv2
 import numpy as np
-from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
+from machine import describe, publish  # benchmarks/machine.py (the script folder is on sys.path)
 
 from flux_secu.config import ModelConfig, parse_config
 from flux_secu.detect.letterbox import letterbox
@@ -187,10 +186,7 @@ def main() -> None:
         "frames_lost": pool["frames_lost"],
         "machine": describe(),
     }
-    out = ROOT / "benchmarks" / "results" / "inference.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish("inference", result)
 
 
 if __name__ == "__main__":
