@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from flux_secu.config import Config, ConfigError, load_config
+from flux_secu.config import Config, ConfigError, StoreConfig, load_config
 from flux_secu.redact import redact_url
 
 # Listen on loopback only, and keep Ray's own token auth predictable (see README, "Ray").
@@ -25,6 +25,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = structlog.get_logger("flux_secu.cli")
 
 EXIT_CONFIG = 2
+
+
+def _store_config(cfg: Config, store: Path | None) -> StoreConfig:
+    """The config's store, or the SQLite file a command's ``--store`` names instead (even when the
+    config's store is Redis: ``--store`` is always a file)."""
+    return cfg.store if store is None else cfg.store.model_copy(update={"kind": "sqlite", "path": store})
 
 
 def _load(path: Path) -> Config:
@@ -392,7 +398,7 @@ def _override(config: Path, site: str, armed: bool, seconds: float, by: str, sto
     from flux_secu.actors.rules import override_key
     from flux_secu.store import open_store
 
-    store_cfg = cfg.store if store is None else cfg.store.model_copy(update={"path": store})
+    store_cfg = _store_config(cfg, store)
     db = open_store(store_cfg)
     until = time.time() + seconds
     db.put_setting(override_key(site), {"armed": armed, "until": until, "by": by, "set_at": time.time()})
@@ -435,7 +441,7 @@ def _evidence_store(config: Path, store: Path | None) -> tuple[Config, Any]:
     from flux_secu.store import open_store
 
     cfg = _load(config)
-    return cfg, open_store(cfg.store if store is None else cfg.store.model_copy(update={"path": store}))
+    return cfg, open_store(_store_config(cfg, store))
 
 
 @evidence_app.command("purge")
@@ -500,8 +506,7 @@ def serve(
     from flux_secu.api.backend import StoreBackend
     from flux_secu.store import open_store
 
-    db = open_store(cfg.store if store is None else cfg.store.model_copy(update={"kind": "sqlite",
-                                                                                  "path": store}))
+    db = open_store(_store_config(cfg, store))
     secret = load_secret(cfg.notifications.ack_secret, cfg.var_dir)
     assert cfg.api is not None
     server = ApiServer(create_app(cfg, db, StoreBackend(db), secret), cfg.api.host, cfg.api.port)
