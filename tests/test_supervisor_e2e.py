@@ -90,13 +90,17 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
 
 def test_the_supervisor_purges_expired_evidence(running: Running) -> None:
     folder = running.config.evidence_dir / EXPIRED
-    deadline = time.monotonic() + 20
-    while folder.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not folder.exists()
     store = SQLiteStore(running.config.store.path)
-    purged = [e for e in store.events(EXPIRED) if e.kind == "evidence_purged"]
-    store.close()
+    try:
+        # The purge deletes the folder and then records the event: wait for the event, not the folder.
+        deadline = time.monotonic() + 20
+        purged: list[Any] = []
+        while not purged and time.monotonic() < deadline:
+            purged = [e for e in store.events(EXPIRED) if e.kind == "evidence_purged"]
+            time.sleep(0.2)
+    finally:
+        store.close()
+    assert not folder.exists()
     assert len(purged) == 1 and purged[0].data["files"] == ["snapshot.jpg"]
 
 
