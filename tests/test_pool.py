@@ -35,8 +35,7 @@ def replay(dep: Any, config: Config, count: int) -> list[Any]:
 def teardown(dep: Any) -> None:
     import ray
 
-    for actor in [*dep.cameras.values(), *ray.get(dep.pool.actor_handles.remote()), dep.pool, dep.rules,
-                  *dep.speakers.values(), *dep.escalations.values()]:
+    for actor in dep.actors():
         ray.kill(actor, no_restart=True)
 
 

@@ -93,7 +93,7 @@ def test_live_graph_accounts_for_every_sampled_frame(config_file: Path, ray_sess
     assert stats["frames_sampled"] == stats["frames_gated"] + stats["frames_sent"] + stats["drops"]
     assert stats["frames_done"] + stats["frames_lost"] == stats["frames_sent"]
     assert stats["in_flight"] == 0
-    for actor in [dep.pool, dep.rules, camera, *dep.speakers.values(), *dep.escalations.values()]:
+    for actor in dep.actors(inference=False):
         ray.kill(actor)
 
 
@@ -134,6 +134,5 @@ def test_rules_actor_restart_mid_incident_loses_nothing_and_announces_nothing_tw
         assert "recheck" in kinds and "escalated" in kinds  # the recheck was not lost
     finally:
         store.close()
-        for actor in [dep.pool, dep.rules, *dep.cameras.values(), *dep.speakers.values(),
-                      *dep.escalations.values()]:
+        for actor in dep.actors(inference=False):
             ray.kill(actor, no_restart=True)

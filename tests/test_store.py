@@ -457,8 +457,7 @@ def test_pipeline_on_redis_keeps_the_whole_incident_across_a_redis_restart(
         stats = ray.get(dep.runs[camera.id], timeout=180)
         ray.get(dep.rules.flush.remote(), timeout=60)
     finally:
-        for actor in [*dep.cameras.values(), *ray.get(dep.pool.actor_handles.remote()), dep.pool, dep.rules,
-                      *dep.speakers.values(), *dep.escalations.values()]:
+        for actor in dep.actors():
             ray.kill(actor, no_restart=True)
     assert stats["frames_lost"] == 0
     first = next(s for s in store.incidents() if (s.incident.clip_time_s or 0) < 22.8)

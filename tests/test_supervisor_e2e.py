@@ -70,6 +70,8 @@ def running(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Iter
     data["sites"][0]["cameras"] = [dict(camera, id=cid) for cid in BASE]
     # One frame per batch: every batch is full, which is what the autoscaling test needs to see.
     data["inference"] = {"max_batch": 1}
+    # Two cameras per host process: the base cameras span two hosts, and adding cameras starts new ones.
+    data["camera_hosts"] = {"cameras_per_host": 2}
     config = parse_config(data, tmp)
     # Evidence of an intrusion 31 days old, which the supervisor must purge when it starts.
     old = config.evidence_dir / EXPIRED
@@ -123,12 +125,12 @@ def wait_analysed(r: Running, ids: list[str], minimum: int = 2, timeout_s: float
 def assert_kept_running(
     before: dict[str, Any], after: dict[str, Any], ids: list[str], seconds: float
 ) -> None:
-    """Same actor all along (counters never went back), no frame dropped, lost or reconnected, and the
+    """Same reader all along (counters never went back), no frame dropped, lost or reconnected, and the
     reading kept pace with the clip."""
     for cid in ids:
         b, a = before[cid], after[cid]
         assert a["state"] == "running", a
-        assert a["actor_id"] == b["actor_id"], cid
+        assert a["instance"] == b["instance"] and a["host"] == b["host"], cid
         assert a["frames_read"] > b["frames_read"], (cid, b, a)
         assert {k: a[k] - b[k] for k in MISSES} == dict.fromkeys(MISSES, 0), (cid, b, a)
         sampled = a["frames_sampled"] - b["frames_sampled"]
@@ -187,7 +189,7 @@ def test_reload_with_a_changed_url_restarts_only_that_camera(running: Running) -
     after = wait_analysed(r, BASE, minimum=1)
     assert_kept_running(before, after, ["cam-0", "cam-2"], time.monotonic() - t0)
     assert after["cam-1"]["source"] == str(r.other_clip)
-    assert after["cam-1"]["actor_id"] != before["cam-1"]["actor_id"]  # a new actor, reading the new source
+    assert after["cam-1"]["instance"] != before["cam-1"]["instance"]  # a new reader, of the new source
 
     # A change the running deployment cannot take is refused whole: nothing restarts.
     data["sites"][0]["escalation"]["ack_timeout_s"] = 60
@@ -197,7 +199,7 @@ def test_reload_with_a_changed_url_restarts_only_that_camera(running: Running) -
     assert refused.returncode == 2
     assert "sites[site-test].escalation" in refused.stderr and "nothing was changed" in refused.stderr
     unchanged = cameras(r)
-    assert [unchanged[c]["actor_id"] for c in BASE] == [after[c]["actor_id"] for c in BASE]
+    assert [unchanged[c]["instance"] for c in BASE] == [after[c]["instance"] for c in BASE]
 
 
 def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) -> None:
@@ -231,21 +233,29 @@ def test_cli_adds_lists_removes_cameras_and_scales_the_pool(running: Running) ->
     ray.get(r.supervisor.scale_pool.remote(1))
 
 
-def test_a_crashed_camera_is_brought_back_and_its_reading_started_again(running: Running) -> None:
+def test_a_crashed_camera_host_is_brought_back_and_its_cameras_read_again(running: Running) -> None:
+    """Killing a host process (two cameras per host here) takes its cameras down; Ray restarts the
+    process and the supervisor starts their reading again. The other host's cameras never notice."""
     import ray
 
     r = running
     before = wait_analysed(r, BASE)
+    assert len({before[c]["host"] for c in BASE}) >= 2, before  # two cameras per host at most
     ray.kill(ray.get(r.supervisor.camera_actor.remote("cam-2")), no_restart=False)  # a crash: Ray restarts it
+    hit = [c for c in BASE if before[c]["host"] == before["cam-2"]["host"]]
+    spared = [c for c in BASE if c not in hit]
     deadline = time.monotonic() + 30
     while True:
-        cam = (rows := cameras(r))["cam-2"]
-        if cam["restarts"] == 1 and cam["state"] == "running" and cam["frames_done"] > 0:
+        rows = cameras(r)
+        if all(rows[c]["restarts"] == 1 and rows[c]["state"] == "running" and rows[c]["frames_done"] > 0
+               for c in hit):
             break
-        assert time.monotonic() < deadline, cam
+        assert time.monotonic() < deadline, {c: rows[c] for c in hit}
         time.sleep(0.5)
-    assert rows["cam-2"]["actor_id"] == before["cam-2"]["actor_id"]  # the same actor, restarted by Ray
-    assert [rows[c]["restarts"] for c in ("cam-0", "cam-1")] == [0, 0]
+    for c in hit:  # the same host actor, restarted by Ray, with a new reader for each of its cameras
+        assert rows[c]["host"] == before[c]["host"] and rows[c]["instance"] != before[c]["instance"], c
+    assert [rows[c]["restarts"] for c in spared] == [0] * len(spared)
+    assert all(rows[c]["instance"] == before[c]["instance"] for c in spared)
 
 
 def test_metrics_endpoint_exposes_per_camera_series(running: Running) -> None:

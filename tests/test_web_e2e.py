@@ -184,9 +184,7 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
         (panic,) = [s for s in store.incidents() if s.incident.kind == IncidentKind.PANIC]
         assert panic.incident.id == answer["incident"] and panic.incident.label == "Agent Dupont"
     finally:
-        actors: list[Any] = [*dep.cameras.values(), *ray.get(dep.pool.actor_handles.remote()), dep.pool,
-                             dep.rules, dep.api, *dep.speakers.values(), *dep.escalations.values()]
-        for actor in actors:
+        for actor in dep.actors():
             ray.kill(actor, no_restart=True)
         store.close()
 

@@ -283,10 +283,8 @@ def _replay(
         pool_stats = ray.get(dep.pool.stats.remote())
     finally:
         # The inference actors belong to the pool, which created them: they die with it.
-        for actor in [*dep.cameras.values(), dep.pool, dep.rules, dep.ingress, *dep.speakers.values(),
-                      *dep.escalations.values()]:
-            if actor is not None:
-                ray.kill(actor)
+        for actor in dep.actors(inference=False):
+            ray.kill(actor)
     db = open_store(replay_cfg.store)
     incidents = db.incidents()
     lines: list[dict[str, Any]] = []

@@ -182,6 +182,14 @@ class AutoscaleConfig(_Strict):
         return self
 
 
+class CameraHostsConfig(_Strict):
+    """How cameras are packed into processes (``actors/camera_host.py``)."""
+
+    cameras_per_host: int = Field(16, ge=1, le=64)
+    """Cameras read by one process, each on its own thread. A process costs ~1 % of a core and ~76 MiB
+    idle, so fewer is cheaper; a crash of one takes its cameras down until Ray restarts it (seconds)."""
+
+
 class InferenceConfig(_Strict):
     actors: int = Field(1, ge=1, le=256)
     cpus_per_actor: float = Field(1.0, ge=0, le=64)
@@ -255,6 +263,13 @@ class MotionConfig(_Strict):
     hold_s: float = Field(2.0, ge=0, le=60)
     heartbeat_s: float = Field(2.0, gt=0, le=600)
     """A still scene is still analysed this often, so a motionless intruder is not forgotten."""
+    quiet_after_s: float = Field(30.0, ge=0, le=3600)
+    """After this long with no motion and nothing suspect, decode key frames only (``video/vigilance.py``);
+    0: always decode every frame. An entry is then noticed up to one GOP later."""
+    quiet_heartbeat_s: float = Field(10.0, gt=0, le=600)
+    """How often a quiet camera's key frame goes to the detector anyway."""
+    quiet_max_gop_s: float = Field(2.0, gt=0, le=30)
+    """A camera whose key frames are further apart than this never goes quiet."""
     ignore: list[list[NormalisedPoint]] = []
     """Polygons (normalised 0-1 coordinates) whose changes never count as motion: road, trees, flags."""
 
@@ -670,6 +685,7 @@ class Config(_Strict):
     var_dir: Path = Path("var")
     model: ModelConfig
     inference: InferenceConfig = InferenceConfig()
+    camera_hosts: CameraHostsConfig = CameraHostsConfig()
     store: StoreConfig = StoreConfig()
     rules: RulesConfig = RulesConfig()
     notifications: NotificationsConfig = NotificationsConfig()

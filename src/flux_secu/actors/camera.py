@@ -1,4 +1,6 @@
-"""CameraActor: one per camera. Decode, sample to detect_fps, motion-gate, letterbox, hand over.
+"""Camera: one camera's reader. Decode, sample to detect_fps, motion-gate, letterbox, hand over.
+
+Cameras run as threads of a few ``CameraHost`` processes (``actors/camera_host.py``), not one process each.
 
 At most ``max_in_flight`` frames are in the pool at once. Live, a frame that finds no free slot
 waits in a single pending slot where the next sampled frame replaces it (newest wins, the older one
@@ -14,15 +16,14 @@ redacted) and retried after an exponential back-off with jitter.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import ray
@@ -32,7 +33,6 @@ from flux_secu.config import CameraConfig, StoreConfig
 from flux_secu.detect.letterbox import LetterboxSpec, letterbox
 from flux_secu.evidence.privacy import PrivacyMask
 from flux_secu.evidence.recorder import EvidenceFile, EvidenceRecorder, EvidenceRequest, EvidenceSettings
-from flux_secu.logs import configure_from_env
 from flux_secu.redact import redact_url
 from flux_secu.video.faults import CameraFault
 from flux_secu.video.frame import CameraFrame, FrameMeta
@@ -50,7 +50,7 @@ STALE_AFTER_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 WATCHDOG_PERIOD_S = 0.5
 OPEN_TIMEOUT_S = 10.0
-# A live camera decodes on one thread: the box runs one actor per camera, which is where the
+# A live camera decodes on one thread: the box decodes tens of cameras at once, which is where the
 # parallelism is (see VideoSource). A replay decodes with FFmpeg's default threads.
 LIVE_DECODE_THREADS = 1
 # Live camera processes run at a lower CPU priority than the shared stages (inference, rules, alerts).
@@ -74,8 +74,9 @@ class CameraCounters:
     faults_raised: int = 0
 
 
-@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=0)
-class CameraActor:
+class Camera:
+    """One camera's reader; it runs in a ``CameraHost`` process (``run()`` on one of its threads)."""
+
     def __init__(
         self,
         site: str,
@@ -90,13 +91,9 @@ class CameraActor:
         store: StoreConfig | None = None,
         faults: Any = None,
     ) -> None:
-        configure_from_env()
-        # The per-frame OpenCV work here (colour conversion, motion-gate resize and blur, letterbox)
-        # is on small images: OpenCV's thread pool would cost more in thread wake-ups than it saves,
-        # and each of tens of camera processes would keep a pool of its own.
-        cv2.setNumThreads(1)
-        if realtime:  # a replay has no real-time budget: it keeps the default priority
-            os.nice(CAMERA_NICE)
+        self.instance = uuid.uuid4().hex[:12]
+        """This reader's identity: a camera restarted (crash, reload) is a new instance."""
+        self.started = False  # set by its host when run() begins: a reader runs once
         self.site, self.config, self.spec, self.pool = site, camera, spec, pool
         self.realtime = realtime
         # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
@@ -119,7 +116,8 @@ class CameraActor:
         self.last_error = ""
 
     def stats(self) -> dict[str, Any]:
-        return {"camera": self.config.id, "site": self.site, **self.counters.__dict__,
+        return {"camera": self.config.id, "site": self.site, "instance": self.instance,
+                **self.counters.__dict__,
                 "drops": self._slot.drops, "in_flight": len(self._in_flight),
                 "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
                 "last_error": self.last_error}

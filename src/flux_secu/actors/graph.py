@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -11,18 +12,13 @@ from typing import Any
 import ray
 
 from flux_secu.actors.alerting import EscalationActor, SpeakerActor
-from flux_secu.actors.camera import CameraActor
+from flux_secu.actors.camera_host import CameraHandle, CameraHost, CameraInit, host_name
 from flux_secu.actors.inference import InferencePool
 from flux_secu.actors.panic import PanicIngressActor
 from flux_secu.actors.rules import RulesActor
 from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.letterbox import LetterboxSpec
 from flux_secu.evidence.recorder import EvidenceSettings
-
-
-def camera_actor_name(deployment_id: str, camera_id: str) -> str:
-    """Camera actors are named, so that the rules find them again after either one restarts."""
-    return f"flux-secu:{deployment_id}:camera:{camera_id}"
 
 NAMESPACE = "flux-secu"
 """Ray namespace of the deployment: the named supervisor is found there from any driver."""
@@ -68,6 +64,9 @@ class Deployment:
     ingress: Any = None
     deployment_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     api: Any = None
+    hosts: list[_Host] = field(default_factory=list)
+    """The camera host processes, each with the cameras it runs (``actors/camera_host.py``)."""
+    _hosts_made: int = 0
 
     @classmethod
     def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
@@ -124,25 +123,41 @@ class Deployment:
         realtime: bool = True,
         clock_start: datetime | None = None,
         options: dict[str, Any] | None = None,
-    ) -> Any:
-        """Start a camera; ``options``: Ray actor options (placement: resources, scheduling strategy)."""
+    ) -> CameraHandle:
+        """Start a camera on a host with room (a new host when none has); ``options``: Ray actor options
+        of a new host (placement: resources, scheduling strategy). A replay (``realtime=False``) gets a
+        host of its own: it reads as fast as it can and must not slow live cameras down."""
         evidence = self.config.evidence
         settings = EvidenceSettings(
             self.config.evidence_dir, evidence.before_s, evidence.after_s, evidence.width,
             evidence.jpeg_quality, camera.detect_fps,
         ) if evidence.enabled else None
-        actor = CameraActor.options(  # type: ignore[attr-defined]
-            name=camera_actor_name(self.deployment_id, camera.id), **(options or {})
-        ).remote(
-            site_id, camera, self.spec, self.pool,
-            realtime=realtime, clock_start=clock_start, faults=self.rules,
-            evidence=settings, store=self.config.store,
-        )
-        self.cameras[camera.id] = actor
-        self.runs[camera.id] = actor.run.remote()
+        init = CameraInit(site_id, camera, self.spec, self.pool, realtime=realtime, clock_start=clock_start,
+                          evidence=settings, store=self.config.store, faults=self.rules)
+        host = self._host_with_room(realtime, options)
+        ray.get(host.actor.add.remote(camera.id, init))
+        host.cameras.add(camera.id)
+        handle = CameraHandle(host.actor, camera.id, init)
+        self.cameras[camera.id] = handle
+        self.runs[camera.id] = handle.run.remote()
         if self.api is not None:
-            self.api.add_camera.remote(camera.id, actor)
-        return actor
+            self.api.add_camera.remote(camera.id, handle)
+        return handle
+
+    def _host_with_room(self, live: bool, options: dict[str, Any] | None) -> _Host:
+        per_host = self.config.camera_hosts.cameras_per_host
+        for host in self.hosts:
+            if host.live and live and len(host.cameras) < per_host:
+                return host
+        name = host_name(self.deployment_id, self._hosts_made)
+        self._hosts_made += 1
+        actor = CameraHost.options(name=name, **(options or {})).remote(live)  # type: ignore[attr-defined]
+        host = _Host(actor, name, live)
+        self.hosts.append(host)
+        return host
+
+    def host_of(self, camera_id: str) -> _Host | None:
+        return next((h for h in self.hosts if camera_id in h.cameras), None)
 
     def start_all_cameras(self) -> None:
         for site in self.config.sites:
@@ -150,20 +165,36 @@ class Deployment:
                 self.add_camera(site.id, camera)
 
     def remove_camera(self, camera_id: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
-        """Stop one camera, let its frames in flight finish, and end its actor; returns its last stats
-        (None when it did not stop in time: it is killed anyway)."""
-        actor = self.cameras.pop(camera_id)
+        """Stop one camera, let its frames in flight finish, and drop it from its host (the host ends
+        with its last camera); returns its last stats (None when it did not stop in time)."""
+        handle = self.cameras.pop(camera_id)
         run = self.runs.pop(camera_id)
-        actor.stop.remote()
+        handle.stop.remote()
         ready, _ = ray.wait([run], timeout=timeout_s)
         stats: dict[str, Any] | None = None
         if ready:
             try:
                 stats = ray.get(run)
-            except ray.exceptions.RayError:  # the actor had crashed: nothing to report
+            except ray.exceptions.RayError:  # the camera had crashed: nothing to report
                 stats = None
-        ray.kill(actor, no_restart=True)
+        host = self.host_of(camera_id)
+        if host is not None:
+            host.cameras.discard(camera_id)
+            # A dead or stuck host: it is ended below when empty, or starts afresh at its next restart.
+            with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+                ray.get(host.actor.forget.remote(camera_id), timeout=timeout_s)
+            if not host.cameras:
+                ray.kill(host.actor, no_restart=True)
+                self.hosts.remove(host)
         return stats
+
+    def actors(self, *, inference: bool = True) -> list[Any]:
+        """Every actor of the deployment (camera hosts, inference actors, pool, rules, ingress, API,
+        speakers, escalations): what a command that ends it kills."""
+        members = list(ray.get(self.pool.actor_handles.remote())) if inference and self.pool else []
+        actors = [*(h.actor for h in self.hosts), *members, self.pool, self.rules, self.ingress, self.api,
+                  *self.speakers.values(), *self.escalations.values()]
+        return [a for a in actors if a is not None]
 
     def camera_stats(self) -> list[dict[str, Any]]:
         return ray.get([c.stats.remote() for c in self.cameras.values()])
@@ -181,3 +212,11 @@ class Deployment:
         if self.api is not None:
             ray.get(self.api.stop.remote(), timeout=timeout_s)
         return stats
+
+
+@dataclass
+class _Host:
+    actor: Any
+    name: str
+    live: bool
+    cameras: set[str] = field(default_factory=set)

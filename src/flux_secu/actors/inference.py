@@ -46,8 +46,9 @@ class InferenceActor:
 @dataclass
 class _Queued:
     frame: CameraFrame
-    done: asyncio.Future[None]
+    done: asyncio.Future[bool]
     enqueued: float = field(default_factory=time.monotonic)
+    attention: bool = False
 
 
 @dataclass
@@ -119,13 +120,15 @@ class InferencePool:
     def actor_handles(self) -> list[Any]:
         return [m.handle for m in self.members if not m.retiring]
 
-    async def submit(self, frame: CameraFrame) -> None:
+    async def submit(self, frame: CameraFrame) -> bool:
+        """Detect, hand over to the rules, and return once they saw the frame: True when the rules want
+        this camera watched closely (``RulesActor.observe``), which keeps it decoding every frame."""
         self._ensure_started()
         assert self.wakeup is not None
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.queue.append(_Queued(frame, done))
         self.wakeup.set()
-        await done
+        return await done
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -198,9 +201,12 @@ class InferencePool:
                     self.rules.observe.remote(q.frame.meta, d)
                     for q, d in zip(batch, detections, strict=True)
                 ]
-                for outcome in await asyncio.gather(*refs, return_exceptions=True):
+                outcomes = await asyncio.gather(*refs, return_exceptions=True)
+                for q, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, BaseException):
                         log.error("rules_observe_failed", error=repr(outcome))
+                    else:
+                        q.attention = bool(outcome)
         finally:
             async with self._turn_changed:
                 self._forward_turn += 1
@@ -208,6 +214,6 @@ class InferencePool:
             for q in batch:
                 if not q.done.done():
                     if error is None:
-                        q.done.set_result(None)
+                        q.done.set_result(q.attention)
                     else:
                         q.done.set_exception(RuntimeError(f"inference failed: {type(error).__name__}"))

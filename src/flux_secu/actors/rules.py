@@ -125,7 +125,11 @@ class RulesActor:
 
     # --- per frame --------------------------------------------------------------------------------
 
-    def observe(self, meta: FrameMeta, detections: Detections) -> None:
+    def observe(self, meta: FrameMeta, detections: Detections) -> bool:
+        """Apply the rules to one analysed frame. Returns whether the camera must stay watched closely
+        (every frame decoded, ``video/vigilance.py``): something that would be an intrusion is in view,
+        a presence is confirmed, or a recheck is pending. A parked vehicle (an event at most) is not a
+        reason: it would keep the camera awake all night."""
         self.frames += 1
         now = time.time()
         if 0.0 <= meta.sent_wall_ts - meta.capture_ts <= _LIVE_HANDOVER_MAX_S:
@@ -157,6 +161,8 @@ class RulesActor:
                 self._ended(meta, change)
         for recheck in self.rechecks.due(meta.camera, meta.capture_ts):
             self._after_recheck(recheck.incident, meta)
+        suspect = any(d.action == "intrusion" for d in decisions)
+        return suspect or cam.presence.confirmed or self.rechecks.pending(meta.camera)
 
     def _camera(self, meta: FrameMeta) -> _Camera:
         cam = self.cameras.get(meta.camera)
@@ -278,11 +284,10 @@ class RulesActor:
             return
         camera = self.camera_actors.get(meta.camera)
         if camera is None:
-            from flux_secu.actors.graph import camera_actor_name
+            from flux_secu.actors.camera_host import find_camera
 
-            try:
-                camera = ray.get_actor(camera_actor_name(self.deployment_id, meta.camera))
-            except ValueError:
+            camera = find_camera(self.deployment_id, meta.camera)
+            if camera is None:
                 log.warning("evidence_camera_unknown", incident=incident.id, camera=meta.camera)
                 return
             self.camera_actors[meta.camera] = camera
@@ -353,7 +358,7 @@ class RulesActor:
         self.config = config
         for camera in changed:
             self.cameras.pop(camera, None)
-            self.camera_actors.pop(camera, None)  # a restarted camera is a new actor under the same name
+            self.camera_actors.pop(camera, None)  # a restarted camera may be on another host
 
     def flush(self) -> int:
         """Wait for the warnings and notifications already handed out; returns how many."""

@@ -132,7 +132,7 @@ class Supervisor:
                                        "restarts": self.restarts.get(camera.id, 0)}
                 ref = refs.get(camera.id)
                 if camera.id in actors:
-                    row["actor_id"] = actors[camera.id]._actor_id.hex()
+                    row["host"] = actors[camera.id].host_id
                 if ref is None:
                     row["state"] = "stopped"
                 else:
@@ -151,7 +151,6 @@ class Supervisor:
             config = with_camera(self.config, site_id, camera)
             self._use(config, [camera.id])
             actor = self._add(site_id, camera)
-            # One camera process starting at a time: the cameras already running keep a CPU.
             ray.get(actor.stats.remote(), timeout=CAMERA_START_TIMEOUT_S)
         log.info("camera_added", site=site_id, camera=camera.id, cameras=len(dep.cameras))
         return {"camera": camera.id, "site": site_id}
@@ -209,8 +208,8 @@ class Supervisor:
         return stats
 
     def camera_actor(self, camera_id: str) -> Any:
-        """The actor handle of a running camera (for diagnosis: its stats, or to kill it in a test)."""
-        return self._deployment().cameras[camera_id]
+        """The actor of the host process that runs a camera (for diagnosis, or to kill it in a test)."""
+        return self._deployment().cameras[camera_id].host
 
     def running_config(self) -> Config:
         return self.config
@@ -223,13 +222,11 @@ class Supervisor:
         with self.lock:
             dep = self._deployment()
             stats = dep.stop()
-            members = ray.get(dep.pool.actor_handles.remote(), timeout=CALL_TIMEOUT_S)
-            for actor in [*dep.cameras.values(), *members, dep.pool, dep.rules, dep.ingress,
-                          *dep.speakers.values(), *dep.escalations.values()]:
-                if actor is not None:
-                    ray.kill(actor, no_restart=True)
+            for actor in dep.actors():
+                ray.kill(actor, no_restart=True)
             dep.cameras.clear()
             dep.runs.clear()
+            dep.hosts.clear()
         log.info("deployment_stopped")
         return stats
 
@@ -257,9 +254,10 @@ class Supervisor:
         self.config = config
 
     def _placement(self) -> dict[str, Any]:
-        """Ray options of a camera actor: on a cluster whose nodes declare camera slots, one slot."""
+        """Ray options of a new camera host: on a cluster whose nodes declare camera slots, one slot per
+        camera it can take (a node declaring 48 takes three hosts of 16)."""
         if any(CAMERA_RESOURCE in node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")):
-            return {"resources": {CAMERA_RESOURCE: 1}}
+            return {"resources": {CAMERA_RESOURCE: self.config.camera_hosts.cameras_per_host}}
         return {}
 
     @staticmethod

@@ -32,5 +32,8 @@ class Rechecks:
             self._pending[camera] = [r for r in pending if r.due_ts > ts]
         return ready
 
+    def pending(self, camera: str) -> bool:
+        return bool(self._pending.get(camera))
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())

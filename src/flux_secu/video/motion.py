@@ -44,7 +44,9 @@ class MotionGate:
         small = cv2.resize(gray, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
         return cv2.GaussianBlur(small, (5, 5), 0)
 
-    def check(self, frame: npt.NDArray[np.uint8], ts: float) -> MotionDecision:
+    def check(self, frame: npt.NDArray[np.uint8], ts: float, heartbeat_s: float | None = None
+              ) -> MotionDecision:
+        """``heartbeat_s``: this frame's heartbeat period when not the configured one (a quiet camera)."""
         if not self.config.enabled:
             return self._analyse(ts, "off", 0.0)
         small = self._small(frame)
@@ -68,7 +70,7 @@ class MotionGate:
             return self._analyse(ts, "motion", area)
         if ts - self._last_motion <= self.config.hold_s:
             return self._analyse(ts, "hold", area)
-        if ts - self._last_analysed >= self.config.heartbeat_s:
+        if ts - self._last_analysed >= (heartbeat_s or self.config.heartbeat_s):
             return self._analyse(ts, "heartbeat", area)
         return MotionDecision(False, "still", area)
 
