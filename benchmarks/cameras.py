@@ -1,8 +1,9 @@
 """How many cameras does this machine sustain? N live cameras through the real pipeline.
 
 What runs
-    The real actor graph (``flux_secu.actors.graph.Deployment`` on an embedded local Ray): N
-    ``CameraActor`` (decode, sample to 5 detect fps, motion gate, letterbox), the ``InferencePool``
+    The real actor graph (``flux_secu.actors.graph.Deployment`` on an embedded local Ray): N cameras,
+    threads of ``CameraHost`` processes (16 per process; decode, key frames only while quiet, sample to
+    5 detect fps, motion gate, letterbox), the ``InferencePool``
     with its YOLOX-Nano ``InferenceActor`` (the demo's settings: 1 actor, 1 intra-op thread,
     max_batch 4, max_wait_ms 5), the ``RulesActor``, and per site one ``SpeakerActor`` and one
     ``EscalationActor`` with a SQLite store in a scratch directory. The cameras are spread over
@@ -26,18 +27,20 @@ The streams (segments built once with ffmpeg into ``benchmarks/.cache/``, never 
     at ``frac(i x 0.618) x cycle`` s of a wall-clock cycle shared by all cameras (golden-ratio
     spacing: for every N the intrusions are spread evenly over the cycle, never lined up), to
     within ~2 s. So the detector load is steady through a measurement window, and the same at
-    every N: ``N x (1 / heartbeat_s)`` frames/s for the still scenes plus ~5 frames/s for each
-    camera that sees someone. Upsampling 10 -> 25 fps repeats frames, which the encoder stores as
-    cheap P-frames: the run measures what decoding the stream costs (``decode_ms_per_frame``; the
-    issue quotes ~0.55 ms for real 360p25 streams on this kind of machine).
+    every N: ``N x (1 / quiet_heartbeat_s)`` frames/s for the still scenes (``1 / heartbeat_s`` with
+    ``--no-quiet``) plus ~5 frames/s for each camera that sees someone. Upsampling 10 -> 25 fps
+    repeats frames, which the encoder stores as cheap P-frames: the run measures what decoding the
+    stream costs (``decode_ms_per_frame``; the issue quotes ~0.55 ms for real 360p25 streams on this
+    kind of machine).
 
 The sweep
     Cameras are added in steps (5, 10, 20, 30, ... ``--steps``); after each step every new camera
-    answers, the pipeline warms up for ``--warmup`` s, then a ``--window`` s measurement runs:
+    answers, the pipeline warms up for ``--warmup`` s (at least ``quiet_after_s`` + 5 s: new cameras
+    start watching and go quiet only then), then a ``--window`` s measurement runs:
       - latency: capture -> detections at the rules (``RulesActor.stats(since=...)``: wall time at
         the rules minus the camera's capture time, for every analysed frame in the window): p50,
         p95, p99;
-      - camera counters (``CameraActor.stats()`` deltas over the window);
+      - camera counters (``stats()`` deltas over the window);
       - CPU: user+system time of the driver and every Ray process (gcs_server, raylet, workers)
         over the window, split by role (camera actors, inference actor, rest); and the whole
         machine's busy time (/proc/stat): what other processes used is ``foreign_cpu_cores``, with a
@@ -48,12 +51,16 @@ The sweep
         libraries once per process.
     N is *sustained* when p95 latency < 1 s and no camera is starved. A camera is **starved** in a
     window when any of these holds:
-      - it decoded fewer than 95 % of its source's frames (25 fps x window): decoding does not keep
+      - it read fewer than 95 % of its source's packets (25 fps x window): reading does not keep
         up with real time, so the live stream would lag and lose packets;
       - more than 10 % of the frames its motion gate let through were dropped (newest wins,
         stale) or lost instead of analysed;
-      - it got fewer than 80 % of the heartbeat frames (one per ``heartbeat_s`` = 2 s) analysed:
+      - it got fewer than 80 % of the heartbeat frames (one per ``quiet_heartbeat_s`` = 10 s plus a
+        GOP, the wait for a key frame; with ``--no-quiet`` one per ``heartbeat_s`` = 2 s) analysed:
         even a still scene must be looked at.
+    Over the whole run, ``entry_to_incident_s``: for every intrusion raised, the seconds from the
+    intruder's first visible frame to the frame that raised it (p50, p95, max): what quiet cameras
+    (key frames every 2 s here) cost in time to notice.
     The sweep stops at the first N that is not sustained; ``max_cameras`` is the last one that was.
 
 The bare model (the project's yardstick, same machine, same run, while Ray is not running)
@@ -113,6 +120,7 @@ PHASE_STEP = 0.6180339887  # golden-ratio conjugate: evenly spread phases for ev
 STARTUP_S = 2.0  # from add_camera() to the camera's first frame, typically (worker start)
 RUN_S = 3600.0  # playlists are this long: a run never loops them (a loop would shift the phase)
 SITES = 10
+GOP_S = 2.0  # the streams' key frame interval (-g 50 at 25 fps)
 CLIP_VERSION = "v3"  # bump when the recipe below changes: the cache is keyed on it
 
 LATENCY_BUDGET_MS = 1000.0
@@ -181,8 +189,9 @@ class Scene:
             (folder / path.name).symlink_to(path)
         return cls(folder, max(1, round((cycle_s - PRESENCE_S) / EMPTY_S)))
 
-    def playlist(self, camera: int, seconds_to_presence: float, run_s: float) -> Path:
-        """Write camera's playlist: empty scene for ~``seconds_to_presence`` s, then the cycle."""
+    def playlist(self, camera: int, seconds_to_presence: float, run_s: float) -> tuple[Path, float]:
+        """Write camera's playlist: empty scene for ~``seconds_to_presence`` s, then the cycle; returns
+        it and the exact position (s) of its first PRESENCE segment."""
         lead = seconds_to_presence % self.cycle_s
         empties = int(lead // EMPTY_S)
         shorts = round((lead - empties * EMPTY_S) / SHORT_S)
@@ -191,7 +200,7 @@ class Scene:
             parts += ["presence.mp4"] + ["empty.mp4"] * self.empty_repeats
         path = self.folder / f"cam-{camera:03d}.ffconcat"
         path.write_text("ffconcat version 1.0\n" + "".join(f"file {p}\n" for p in parts))
-        return path
+        return path, empties * EMPTY_S + shorts * SHORT_S
 
 
 # ------------------------------------------------------------------------------ bare references
@@ -263,7 +272,7 @@ def run_bare(stream: Path, presence: Path, seconds: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------------- deployment
 
 
-def build_config(sources: list[Path], scratch: Path, inference_actors: int = 1) -> Any:
+def build_config(sources: list[Path], scratch: Path, inference_actors: int = 1, quiet: bool = True) -> Any:
     """A closed-site agglomeration: camera i reads ``sources[i]``, cameras spread over SITES sites."""
     from flux_secu.config import parse_config
 
@@ -282,6 +291,7 @@ def build_config(sources: list[Path], scratch: Path, inference_actors: int = 1) 
         sites[i % len(sites)]["cameras"].append({
             "id": f"cam-{i:03d}", "source": str(source),
             "detect_fps": DETECT_FPS, "loop": True,
+            **({} if quiet else {"motion": {"quiet_after_s": 0}}),
         })
     data = {
         "timezone": "Europe/Paris",
@@ -306,7 +316,7 @@ def _role(proc: Any) -> str:
         cmd = " ".join(proc.cmdline())
     except Exception:
         return "gone"
-    for actor in ("CameraActor", "InferenceActor", "InferencePool", "RulesActor", "SpeakerActor",
+    for actor in ("CameraHost", "InferenceActor", "InferencePool", "RulesActor", "SpeakerActor",
                   "EscalationActor"):
         if f"ray::{actor}" in cmd or name.startswith(f"ray::{actor}"):
             return actor
@@ -415,7 +425,7 @@ def measure(dep: Any, store: Any, n: int, window_s: float, bare_fps: float, hear
         t0 = cpu0.get(pid, (role, 0.0))[1]
         roles[role] = roles.get(role, 0.0) + (t1 - t0) / elapsed
     total = sum(roles.values())
-    cams_cpu = roles.get("CameraActor", 0.0)
+    cams_cpu = roles.get("CameraHost", 0.0)
     infer_cpu = roles.get("InferenceActor", 0.0)
     busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1.0) * 100
 
@@ -459,6 +469,29 @@ def measure(dep: Any, store: Any, n: int, window_s: float, bare_fps: float, hear
         drops=drops, lost=lost, offered=offered, incidents=incidents, starved=starved, sustained=sustained,
         cpu_cores_by_role={k: round(v, 3) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])},
     )
+
+
+PERSON_IN_SEGMENT_S = 0.7  # the person's first pixels: clip frame 63, the PRESENCE segment starts at 56
+
+
+def entry_latencies(store: Any, presence_at: dict[str, float], cycle_s: float) -> dict[str, Any]:
+    """Seconds from the intruder's first visible frame to the incident, over every intrusion of the run
+    (the incident's ``clip_time_s`` is the stream position of the frame that raised it)."""
+    from flux_secu.rules.incident import IncidentKind
+
+    delays = []
+    for stored in store.incidents():
+        inc = stored.incident
+        if inc.kind != IncidentKind.INTRUSION or inc.camera not in presence_at or inc.clip_time_s is None:
+            continue
+        entry = presence_at[inc.camera] + PERSON_IN_SEGMENT_S
+        delays.append((inc.clip_time_s - entry + 5.0) % cycle_s - 5.0)  # within a cycle, a little early too
+    if not delays:
+        return {"n": 0}
+    delays.sort()
+    p95 = delays[min(len(delays) - 1, int(0.95 * len(delays)))]
+    return {"n": len(delays), "p50": round(delays[len(delays) // 2], 2), "p95": round(p95, 2),
+            "max": round(delays[-1], 2)}
 
 
 def wait_ready(cameras: list[Any], timeout_s: float = 120.0) -> None:
@@ -576,6 +609,8 @@ def main() -> None:
                         help="InferenceActors in the pool (default 1, as in configs/demo.yaml)")
     parser.add_argument("--cycle", type=float, default=DEFAULT_CYCLE_S,
                         help=f"seconds between two intruders on a camera (default {DEFAULT_CYCLE_S:.0f})")
+    parser.add_argument("--no-quiet", action="store_true",
+                        help="cameras never go quiet (motion.quiet_after_s: 0): every frame decoded")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     steps_n = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
@@ -590,7 +625,7 @@ def main() -> None:
         max_n = max(steps_n)
         phases = [(i * PHASE_STEP) % 1.0 * scene.cycle_s for i in range(max_n)]
         # Placeholders for the config (sources must exist); rewritten with the right phase at start.
-        sources = [scene.playlist(i, phases[i], RUN_S) for i in range(max_n)]
+        sources = [scene.playlist(i, phases[i], RUN_S)[0] for i in range(max_n)]
         bare_s = 3.0 if args.quick else 6.0
         bare_before = run_bare(sources[0], segments["presence"], bare_s)
         bare = dict(bare_before)
@@ -600,10 +635,16 @@ def main() -> None:
         from flux_secu.actors.graph import Deployment, init_local_ray
         from flux_secu.store import open_store
 
-        config = build_config(sources, scratch, args.inference_actors)
+        config = build_config(sources, scratch, args.inference_actors, quiet=not args.no_quiet)
         cameras = [(site.id, cam) for site in config.sites for cam in site.cameras]
         cameras.sort(key=lambda sc: sc[1].id)  # cam-000, cam-001, ...: sites interleaved
-        heartbeat_s = cameras[0][1].motion.heartbeat_s
+        # Expected analysed frames of a still scene: a quiet camera's heartbeat is the slower one.
+        motion = cameras[0][1].motion
+        # A quiet camera's heartbeat waits for a key frame: its period is up to one GOP longer.
+        heartbeat_s = motion.heartbeat_s if args.no_quiet else motion.quiet_heartbeat_s + GOP_S
+        if not args.no_quiet:  # new cameras start watching: measure once the still ones went quiet
+            warmup = max(warmup, motion.quiet_after_s + 5.0)
+        presence_at: dict[str, float] = {}
         results: list[Step] = []
         init_local_ray()
         try:
@@ -619,7 +660,7 @@ def main() -> None:
                     i = len(dep.cameras)
                     now = time.monotonic() - epoch + STARTUP_S
                     # The camera's intruder comes in at phases[i] of the shared cycle.
-                    scene.playlist(i, phases[i] - now, RUN_S)
+                    _, presence_at[cam.id] = scene.playlist(i, phases[i] - now, RUN_S)
                     new.append(dep.add_camera(site_id, cam))
                 wait_ready(new)
                 log(f"N={n}: {len(new)} cameras added in {time.monotonic() - t0:.1f} s; "
@@ -635,6 +676,7 @@ def main() -> None:
                     log("memory far beyond the target: stopping")
                     break
             pool_stats = ray.get(dep.pool.stats.remote())
+            entries = entry_latencies(store, presence_at, scene.cycle_s)
             dep.stop()
         finally:
             ray.shutdown()
@@ -677,6 +719,8 @@ def main() -> None:
                   "rss_mib_total": "MiB, sum of PSS of the driver and every Ray process",
                   "detector_frames_ratio": "motion-gated detector frames/s demanded / bare model frames/s"},
         "inference_actors": args.inference_actors,
+        "quiet_mode": not args.no_quiet,
+        "entry_to_incident_s": entries,
         "night_cycle_s": round(scene.cycle_s, 1),
         "person_visible_share": round(12.8 / scene.cycle_s, 3),
         "quick": args.quick,

@@ -302,7 +302,8 @@ def _replay(
         })
     db.close()
     summary = {
-        "type": "summary", "frames": stats["frames_read"], "frames_sampled": stats["frames_sampled"],
+        "type": "summary", "frames": stats["frames_read"], "frames_decoded": stats["frames_decoded"],
+        "quiet_periods": stats["quiet_periods"], "frames_sampled": stats["frames_sampled"],
         "frames_analysed": stats["frames_done"], "frames_gated": stats["frames_gated"],
         "frames_lost": stats["frames_lost"], "incidents": len(incidents),
         "batch_hist": pool_stats["batch_hist"], "wall_s": round(wall, 3),

@@ -98,7 +98,7 @@ class CameraPoint:
 
 @dataclass
 class CameraTracker:
-    """Turns successive ``CameraActor.stats()`` polls into per-camera points.
+    """Turns successive camera ``stats()`` polls into per-camera points.
 
     A camera is healthy when it read frames since the previous poll; one that read nothing for
     ``stale_after_s`` (a dead source, a crashed actor) is not.

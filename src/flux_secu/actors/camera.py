@@ -41,7 +41,8 @@ from flux_secu.video.link import Backoff, LinkEvent, LinkMonitor
 from flux_secu.video.motion import MotionGate
 from flux_secu.video.sampling import FrameSampler
 from flux_secu.video.slot import NewestWins
-from flux_secu.video.source import SourceError, VideoSource
+from flux_secu.video.source import Grabbed, SourceError, VideoSource
+from flux_secu.video.vigilance import Vigilance
 
 log = structlog.get_logger("flux_secu.camera")
 
@@ -59,11 +60,15 @@ LIVE_DECODE_THREADS = 1
 # p95 capture-to-detection fell from ~850 ms (with drops) to ~400 ms (none). Raising one's own nice
 # value needs no privilege. The camera's CPU share is unchanged whenever the box is not saturated.
 CAMERA_NICE = 5
+QUIET_BURST_S = 0.25
+"""A quiet camera reads this long's packets at once, then naps as long (``_nap_if_quiet``)."""
 
 
 @dataclass
 class CameraCounters:
     frames_read: int = 0
+    """Video packets read (one per frame of the source, decoded or not)."""
+    frames_decoded: int = 0
     frames_sampled: int = 0
     frames_gated: int = 0
     frames_sent: int = 0
@@ -72,6 +77,8 @@ class CameraCounters:
     reconnects: int = 0
     loops: int = 0
     faults_raised: int = 0
+    quiet_periods: int = 0
+    """How many times the camera went quiet (key frames only, ``video/vigilance.py``)."""
 
 
 class Camera:
@@ -94,6 +101,8 @@ class Camera:
         self.instance = uuid.uuid4().hex[:12]
         """This reader's identity: a camera restarted (crash, reload) is a new instance."""
         self.started = False  # set by its host when run() begins: a reader runs once
+        self.watched = False  # a live camera's link is watched while it runs (``watch_link``)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.site, self.config, self.spec, self.pool = site, camera, spec, pool
         self.realtime = realtime
         # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
@@ -102,6 +111,12 @@ class Camera:
         self.counters = CameraCounters()
         self._stop = threading.Event()
         self._in_flight: list[ray.ObjectRef] = []
+        self._sent_ts: dict[ray.ObjectRef, float] = {}  # capture time of each frame in flight
+        motion = camera.motion
+        self._vigilance = Vigilance(motion.quiet_after_s if motion.enabled else 0.0, motion.quiet_max_gop_s)
+        self._mode = "watching"
+        self._burst, self._waited = 0, False  # packets read since the last nap; the last one came late
+        self._catch_up_sampler = FrameSampler(camera.detect_fps)
         self._slot: NewestWins[tuple[FrameMeta, npt.NDArray[np.uint8]]] = NewestWins(max_in_flight)
         self._seq = 0
         self.log = log.bind(site=site, camera=camera.id)
@@ -120,6 +135,7 @@ class Camera:
                 **self.counters.__dict__,
                 "drops": self._slot.drops, "in_flight": len(self._in_flight),
                 "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
+                "vigilance": self._mode, "gop_s": self._vigilance.gop_s,
                 "last_error": self.last_error}
 
     def stop(self) -> None:
@@ -141,17 +157,17 @@ class Camera:
         backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         sampler = FrameSampler(self.config.detect_fps)
         gate = MotionGate(self.config.motion)
-        watchdog = threading.Thread(target=self._watch_link, name="camera-watchdog", daemon=True)
-        if self.realtime:  # a replay reads a file as fast as it can: no silence to watch
-            watchdog.start()
+        # A replay reads a file as fast as it can: no silence to watch. Live, the host's watchdog
+        # thread calls watch_link() (one thread for all its cameras: each of its own cost ~0.2 % of a core).
+        self.watched = self.realtime
         try:
             self._run(backoff, sampler, gate)
         finally:
-            # Whatever ended the loop (stop, end of file, an unexpected error): no watchdog left
-            # behind for a re-run to duplicate, and the clips being gathered are written.
+            # Whatever ended the loop (stop, end of file, an unexpected error): nothing left watching,
+            # and the clips being gathered are written.
             self._stop.set()
-            if watchdog.is_alive():
-                watchdog.join()
+            with self._fault_lock:
+                self.watched = False
             if self._evidence is not None:
                 self._evidence.source_ended()
         self._drain()
@@ -199,27 +215,46 @@ class Camera:
 
     def _read(self, source: VideoSource, sampler: FrameSampler, gate: MotionGate) -> bool:
         """True at the end of a non-looping file."""
+        quiet_heartbeat_s = self.config.motion.quiet_heartbeat_s
         while not self._stop.is_set():
+            self._nap_if_quiet(source)
+            started = time.monotonic()
             grabbed = source.grab()
             if grabbed is None:
                 return True
+            self._waited = time.monotonic() - started > 0.5 / (source.fps or 25.0)
+            self._burst += 1
             self.counters.frames_read += 1
             self.counters.loops = grabbed.loop
             if self.realtime and (restored := self._link.frame(time.time())) is not None:
                 self._link_event(restored)
+            if grabbed.catch_up:  # decoded again on waking up: evidence of the moments before
+                self._keep_catch_up(source, grabbed)
+                continue
+            if grabbed.keyframe:
+                self._vigilance.key_frame(grabbed.pos_s)
+            if not grabbed.decoded:  # a quiet camera's packet between two key frames
+                if self._in_flight:  # the rules' word on a heartbeat frame wakes it at once
+                    self._reap()
+                    self._set_mode(source, self._capture_ts(source, grabbed))
+                continue
+            self.counters.frames_decoded += 1
             if not sampler.take(grabbed.pos_s):
                 continue
             # Only for sampled frames: a wait per decoded frame (25/s) cost more than the frames it freed.
             self._reap()
             self.counters.frames_sampled += 1
-            capture_ts = (self.clock_start + grabbed.pos_s) if self.clock_start is not None else time.time()
+            capture_ts = self._capture_ts(source, grabbed)
             image = source.retrieve()
             if self._evidence is not None:
                 self._evidence.keep(capture_ts, image)
             if self._health.due(capture_ts):
                 for change in self._health.check(image, capture_ts):
                     self._health_change(change, grabbed.pos_s)
-            decision = gate.check(image, capture_ts)
+            decision = gate.check(image, capture_ts, quiet_heartbeat_s if self._mode == "quiet" else None)
+            if decision.reason in ("motion", "recalibrated"):
+                self._vigilance.wake(capture_ts)
+            self._set_mode(source, capture_ts)
             if not decision.analyse:
                 self.counters.frames_gated += 1
                 continue
@@ -227,10 +262,50 @@ class Camera:
             meta = FrameMeta(
                 site=self.site, camera=self.config.id, seq=self._seq, capture_ts=capture_ts,
                 clip_time_s=grabbed.pos_s, geometry=geometry, sent_wall_ts=0.0, motion=decision.reason,
+                node=self.node,
             )
             self._seq += 1
             self._offer(meta, canvas)
         return False
+
+    def _capture_ts(self, source: VideoSource, grabbed: Grabbed) -> float:
+        # Replay: capture time = --at + clip position, so a clip played at "23:00" is a real night.
+        if self.clock_start is not None:
+            return self.clock_start + grabbed.pos_s
+        if source.is_live or source.realtime:  # when it was read (live) or due (a paced file)
+            return source.wall_ts(grabbed.pos_s)
+        return time.time()
+
+    def _nap_if_quiet(self, source: VideoSource) -> None:
+        """A quiet camera reads its packets in bursts: waking up for each one (25 a second) costs more
+        CPU than the packet itself (~0.24 ms here: cold caches after every sleep). Once it has read
+        ``QUIET_BURST_S`` worth of packets and the last one had to be waited for (it is at the live
+        edge, nothing is buffered), it naps that long; the packets gather in FFmpeg's and the kernel's
+        buffers and the next burst reads them at once. It never naps while packets are buffered, so it
+        never falls behind, whatever frame rate the stream declares; the watchdog sees every packet."""
+        if not self.realtime or self._mode != "quiet":
+            self._burst = 0
+            return
+        fps = source.fps or 25.0
+        packets = max(1, round(QUIET_BURST_S * fps))
+        if self._burst >= packets and self._waited:
+            self._stop.wait(packets / fps)
+            self._burst = 0
+
+    def _keep_catch_up(self, source: VideoSource, grabbed: Grabbed) -> None:
+        """Pictures skipped while quiet, decoded on waking up (the GOP so far): the evidence ring gets
+        them at its own pace; the detector does not (they are older than what it sees next)."""
+        if self._evidence is None or not grabbed.decoded or not self._catch_up_sampler.take(grabbed.pos_s):
+            return
+        self._evidence.keep(self._capture_ts(source, grabbed), source.retrieve())
+
+    def _set_mode(self, source: VideoSource, ts: float) -> None:
+        mode = self._vigilance.mode(ts)
+        if mode != self._mode:
+            self._mode = mode
+            self.counters.quiet_periods += mode == "quiet"
+            self.log.debug("camera_vigilance", mode=mode, gop_s=self._vigilance.gop_s)
+        source.keyframes_only = mode == "quiet"
 
     def _offer(self, meta: FrameMeta, canvas: npt.NDArray[np.uint8]) -> None:
         if not self.realtime:
@@ -254,15 +329,19 @@ class Camera:
 
     def _send(self, meta: FrameMeta, canvas: npt.NDArray[np.uint8]) -> None:
         frame = CameraFrame(replace(meta, sent_wall_ts=time.time()), ray.put(canvas))
-        self._in_flight.append(self.pool.submit.remote(frame))
+        ref = self.pool.submit.remote(frame)
+        self._in_flight.append(ref)
+        self._sent_ts[ref] = meta.capture_ts
         self.counters.frames_sent += 1
 
     def _reap(self) -> None:
         if self._in_flight:
             done, self._in_flight = ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=0)
             for ref in done:
+                capture_ts = self._sent_ts.pop(ref, 0.0)
                 try:
-                    ray.get(ref)
+                    if ray.get(ref):  # the rules want this camera watched closely
+                        self._vigilance.wake(capture_ts)
                     self.counters.frames_done += 1
                 except Exception as exc:  # the inference actor crashed: this frame is lost
                     self.counters.frames_lost += 1
@@ -274,15 +353,19 @@ class Camera:
             ray.wait(self._in_flight, num_returns=len(self._in_flight), timeout=5.0)
             self._reap()
 
-    def _watch_link(self) -> None:
-        while not self._stop.wait(WATCHDOG_PERIOD_S):
-            event = self._link.poll(time.time())
-            if event is None:
-                continue
-            try:
-                self._link_event(event)
-            except Exception as exc:  # the rules actor is restarting: the fault stays in the log
-                self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+    def watch_link(self) -> None:
+        """The watchdog's look (every ``WATCHDOG_PERIOD_S``, from the host): a dead stream can block a
+        read, so silence is noticed from outside the reading thread."""
+        with self._fault_lock:
+            if not self.watched:
+                return
+        event = self._link.poll(time.time())
+        if event is None:
+            return
+        try:
+            self._link_event(event)
+        except Exception as exc:  # the rules actor is restarting: the fault stays in the log
+            self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
 
     def _link_event(self, event: LinkEvent) -> None:
         if event.kind == "video_loss" and self._evidence is not None:

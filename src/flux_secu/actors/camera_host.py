@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import ray
 import structlog
 
-from flux_secu.actors.camera import CAMERA_NICE, MAX_IN_FLIGHT, Camera
+from flux_secu.actors.camera import CAMERA_NICE, MAX_IN_FLIGHT, WATCHDOG_PERIOD_S, Camera
 from flux_secu.config import CameraConfig, StoreConfig
 from flux_secu.detect.letterbox import LetterboxSpec
 from flux_secu.evidence.recorder import EvidenceRequest, EvidenceSettings
@@ -72,9 +73,25 @@ class CameraHost:
         self.cameras: dict[str, Camera] = {}
         self.running: set[str] = set()
         self.lock = threading.Lock()
+        threading.Thread(target=self._watchdog, name="camera-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        """One thread watches every camera's link (``Camera.watch_link``)."""
+        while True:
+            time.sleep(WATCHDOG_PERIOD_S)
+            with self.lock:
+                cameras = list(self.cameras.values())
+            for camera in cameras:
+                try:
+                    camera.watch_link()
+                except Exception as exc:  # one camera's failure must not blind the others
+                    log.error("camera_watchdog_failed", camera=camera.config.id, error=repr(exc))
 
     def ready(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
 
     def add(self, camera_id: str, init: CameraInit) -> None:
         """Build the camera (its counters answer at once); ``run`` starts reading."""

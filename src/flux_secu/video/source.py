@@ -219,6 +219,11 @@ class VideoSource:
             return np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
         return frame.to_ndarray(format="bgr24")  # full-range JPEG (yuvj4xxp), odd sizes, other formats
 
+    def wall_ts(self, pos_s: float) -> float:
+        """Wall-clock time of a position: when a live packet was read, when a paced file's frame was
+        due (so a frame read late, in a burst, keeps the time it was captured)."""
+        return time.time() - (self._monotonic() - (self._start_mono + pos_s))
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
