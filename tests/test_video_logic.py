@@ -90,3 +90,21 @@ def test_redaction() -> None:
     assert redact_url("http://cam/mjpeg?user=a&token=s3cret") == "http://cam/mjpeg?user=a&token=***"
     assert redact_url("/var/clips/a.mp4") == "/var/clips/a.mp4"
     assert redact_channel("tgram://123:ABC/456") == "tgram://***"
+
+
+def test_batches_keep_frames_on_their_node() -> None:
+    from flux_secu.detect.batching import route_batch
+
+    # Oldest frame on node a: a batch of a's frames only, to a's least loaded actor.
+    route = route_batch(["a", "b", "a", "a"], ["b", "a", "a"], [0, 1, 0], max_batch=2, max_load=2)
+    assert route is not None and (route.member, route.frames, route.local) == (2, [0, 2], True)
+    # a's actors are full: b's frames go ahead, a's wait (never to b's idle actor).
+    route = route_batch(["a", "b", "a"], ["a", "b"], [2, 0], max_batch=4, max_load=2)
+    assert route is not None and (route.member, route.frames) == (1, [1])
+    assert route_batch(["a", "a"], ["a", "b"], [2, 0], max_batch=4, max_load=2) is None
+    # A node without any inference actor: its frames go to the least loaded one, flagged remote.
+    route = route_batch(["c", "c"], ["a", "b"], [1, 0], max_batch=4, max_load=2)
+    assert route is not None and (route.member, route.frames, route.local) == (1, [0, 1], False)
+    # Unknown node (no Ray placement info, a replay): any actor, as before.
+    route = route_batch(["", ""], ["a"], [0], max_batch=1, max_load=2)
+    assert route is not None and (route.member, route.frames, route.local) == (0, [0], True)

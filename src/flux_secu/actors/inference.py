@@ -17,7 +17,7 @@ import ray
 import structlog
 
 from flux_secu.config import InferenceConfig, ModelConfig
-from flux_secu.detect.batching import BatchPolicy, least_loaded
+from flux_secu.detect.batching import BatchPolicy, route_batch
 from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import Detector
 from flux_secu.logs import configure_from_env
@@ -32,15 +32,23 @@ class InferenceActor:
     def __init__(self, model: ModelConfig) -> None:
         configure_from_env()
         self.detector = Detector(model)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.frames_from: dict[str, int] = {}
+        """Frames analysed, by the node of the camera that sent them (locality, measured here)."""
         log.info("inference_actor_ready", model=str(model.path), providers=self.detector.providers)
 
     def infer(self, frames: list[CameraFrame]) -> list[Detections]:
+        for frame in frames:
+            self.frames_from[frame.meta.node] = self.frames_from.get(frame.meta.node, 0) + 1
         images = ray.get([f.image for f in frames])
         return self.detector.detect(images, [f.meta.geometry for f in frames])
 
     def describe(self) -> dict[str, Any]:
-        return {"labels": self.detector.labels, "spec": self.detector.spec,
+        return {"labels": self.detector.labels, "spec": self.detector.spec, "node": self.node,
                 "providers": self.detector.providers, "max_batch": self.detector.max_batch}
+
+    def stats(self) -> dict[str, Any]:
+        return {"node": self.node, "frames_from": dict(self.frames_from)}
 
 
 @dataclass
@@ -58,6 +66,8 @@ class _Member:
     handle: Any
     load: int = 0
     retiring: bool = False
+    node: str = ""
+    """Its Ray node (from ``describe``): frames from cameras on that node go to it first."""
 
 
 # Keep at most two batches per actor in flight: enough to hide the round trip, few enough that
@@ -79,6 +89,8 @@ class InferencePool:
         self.batches = 0
         self.batch_hist: dict[int, int] = {}
         self.failed_frames = 0
+        self.remote_frames = 0
+        """Frames sent to another node's inference actor (their node had none)."""
         self._forward_turn = 0
         self._next_batch_id = 0
         self._turn_changed: asyncio.Condition | None = None
@@ -89,11 +101,15 @@ class InferencePool:
         options: dict[str, Any] = {"num_cpus": self.inference.cpus_per_actor}
         if self.inference.gpus_per_actor:
             options["num_gpus"] = self.inference.gpus_per_actor
+        # Spread over the nodes that can take one: each camera node gets its own inference actors.
+        options["scheduling_strategy"] = "SPREAD"
         return _Member(InferenceActor.options(**options).remote(self.model))  # type: ignore[attr-defined]
 
     async def ready(self) -> dict[str, Any]:
         """Wait for every inference actor; returns what the cameras need to know of the model."""
         described = await asyncio.gather(*[m.handle.describe.remote() for m in self.members])
+        for member, description in zip(self.members, described, strict=True):
+            member.node = description["node"]
         return described[0]
 
     async def resize(self, actors: int) -> int:
@@ -104,7 +120,9 @@ class InferencePool:
         active = [m for m in self.members if not m.retiring]
         added = [self._new_member() for _ in range(actors - len(active))]
         if added:
-            await asyncio.gather(*[m.handle.describe.remote() for m in added])
+            described = await asyncio.gather(*[m.handle.describe.remote() for m in added])
+            for member, description in zip(added, described, strict=True):
+                member.node = description["node"]
             self.members.extend(added)
         for member in active[actors:]:
             member.retiring = True
@@ -136,6 +154,7 @@ class InferencePool:
             "batches": self.batches,
             "batch_hist": dict(sorted(self.batch_hist.items())),
             "failed_frames": self.failed_frames,
+            "remote_frames": self.remote_frames,
             "actors": sum(not m.retiring for m in self.members),
             "in_flight_batches": sum(m.load for m in self.members),
         }
@@ -160,14 +179,18 @@ class InferencePool:
                     await asyncio.wait_for(self.wakeup.wait(), self.policy.wait_s(oldest_wait))
                 continue
             candidates = [m for m in self.members if not m.retiring]
-            loads = [m.load for m in candidates]
-            if min(loads) >= MAX_BATCHES_PER_ACTOR:
+            route = route_batch([q.frame.meta.node for q in self.queue], [m.node for m in candidates],
+                                [m.load for m in candidates], self.policy.max_batch, MAX_BATCHES_PER_ACTOR)
+            if route is None:  # every actor that may take these frames is busy
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            batch = self.queue[: self.policy.max_batch]
-            del self.queue[: len(batch)]
-            member = candidates[least_loaded(loads)]
+            picked = set(route.frames)
+            batch = [self.queue[i] for i in route.frames]
+            self.queue = [q for i, q in enumerate(self.queue) if i not in picked]
+            member = candidates[route.member]
+            if not route.local:
+                self.remote_frames += len(batch)
             member.load += 1
             batch_id = self._next_batch_id
             self._next_batch_id += 1

@@ -24,6 +24,8 @@ class FrameMeta:
     """Wall-clock instant the camera handed the frame over, for latency measurements."""
     motion: str = ""
     """Why the motion gate let the frame through (motion, hold, heartbeat, start, off)."""
+    node: str = ""
+    """The Ray node of the camera's host: the pool keeps the frame on it (``detect/batching.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
