@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,18 @@ import yaml
 
 from .conftest import ASSETS, FLUX_SECU, LOWLIGHT_CLIP, ONE_BY_ONE_CLIP
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 NIGHT = "2026-11-25T23:00:00+01:00"
 
 
 def evaluate(config: Path, clip: Path, at: str = NIGHT, store: Path | None = None) -> list[dict[str, Any]]:
-    cmd = [str(FLUX_SECU), "evaluate", str(config), "--camera", "cam-test", "--clip", str(clip), "--at", at,
-           "--json"]
-    if store is not None:
-        cmd += ["--store", str(store)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    """What `flux-secu evaluate --json` prints, replayed on the session's Ray (the command itself, with
+    a Ray of its own per call, is tested in test_evaluate_e2e.py)."""
+    from flux_secu.cli import _replay
+    from flux_secu.config import load_config
+
+    lines, summary = _replay(load_config(config), "cam-test", clip, datetime.fromisoformat(at), store)
+    return json.loads(json.dumps([*lines, summary]))  # exactly what the command would print
 
 
 def edit_camera(config: Path, **changes: Any) -> None:

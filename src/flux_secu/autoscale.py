@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flux_secu.config import AutoscaleConfig
+from flux_secu.config import AutoscaleConfig, InferenceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +71,22 @@ def batch_window(previous_hist: dict[int, int], hist: dict[int, int]) -> tuple[i
     batches = sum(count - base.get(size, 0) for size, count in hist.items())
     frames = sum(size * (count - base.get(size, 0)) for size, count in hist.items())
     return batches, frames
+
+
+def gpu_bundles(inference: InferenceConfig, actors: int) -> list[dict[str, float]]:
+    """What ``actors`` inference actors need of the cluster, one bundle each (none for a CPU pool)."""
+    if inference.gpus_per_actor <= 0:
+        return []
+    return [{"GPU": inference.gpus_per_actor, "CPU": inference.cpus_per_actor}] * actors
+
+
+def request_gpu_nodes(inference: InferenceConfig, actors: int) -> bool:
+    """Ask Ray's autoscaler for the GPU nodes the pool needs; the request replaces the previous one, so
+    a smaller pool lets idle nodes go. False (nothing asked) for a CPU pool."""
+    bundles = gpu_bundles(inference, actors)
+    if not bundles:
+        return False
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+    return True

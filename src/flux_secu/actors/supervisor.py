@@ -19,7 +19,7 @@ import ray
 import structlog
 
 from flux_secu.actors.graph import NAMESPACE, Deployment
-from flux_secu.autoscale import PoolAutoscaler, PoolSample, batch_window
+from flux_secu.autoscale import PoolAutoscaler, PoolSample, batch_window, request_gpu_nodes
 from flux_secu.config import CameraConfig, Config
 from flux_secu.logs import configure_from_env
 from flux_secu.metrics import CameraTracker, Metrics
@@ -267,13 +267,7 @@ class Supervisor:
 
     def _request_gpus(self, actors: int) -> None:
         """Ask Ray's autoscaler for the nodes the pool needs (a no-op on a cluster without one)."""
-        inference = self.config.inference
-        if inference.gpus_per_actor <= 0:
-            return
-        from ray.autoscaler.sdk import request_resources
-
-        bundle = {"GPU": inference.gpus_per_actor, "CPU": inference.cpus_per_actor}
-        request_resources(bundles=[bundle] * actors)
+        request_gpu_nodes(self.config.inference, actors)
 
     # --- background -------------------------------------------------------------------------------
 
@@ -327,7 +321,8 @@ class Supervisor:
         self._restart_crashed()
 
     def _restart_crashed(self) -> None:
-        """A camera actor that crashed is brought back by Ray, but its reading loop must be started again."""
+        """A camera host that crashed is brought back by Ray, but its cameras' reading must be started again
+        (as must a camera whose reading loop itself failed)."""
         if not self.lock.acquire(blocking=False):
             return  # a change is under way; look again at the next poll
         try:
