@@ -51,9 +51,20 @@ def test_cluster_configs_follow_rays_schema() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all held open until all are chosen (ports asked for one at a time
+    can come back twice, and Ray refuses two components on one port: seen in a run)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def run(*cmd: str, timeout: float = 120, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -175,7 +186,7 @@ def account_processes() -> list[str]:
 
 
 def test_ray_up_runs_flux_secu_on_the_onprem_config_and_ray_down_leaves_nothing(sshd: Sshd) -> None:
-    gcs_port, metrics_port = free_port(), free_port()
+    gcs_port, metrics_port, client_port, agent_port, agent_grpc_port, runtime_env_port = free_ports(6)
     home = sshd.home
     work = home / "flux-secu-demo"
     # The demo config, with its paths made absolute and its state in the account's home.
@@ -205,8 +216,8 @@ def test_ray_up_runs_flux_secu_on_the_onprem_config_and_ray_down_leaves_nothing(
     env_lines = [f'export PATH="{home / "venv" / "bin"}:$PATH"', "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"]
     cluster["setup_commands"] = [f"echo '{line}' >> ~/.bashrc" for line in env_lines]
     ports = (f"--port={gcs_port} --metrics-export-port={metrics_port} --include-dashboard=false "
-             f"--ray-client-server-port={free_port()} --dashboard-agent-listen-port={free_port()} "
-             f"--dashboard-agent-grpc-port={free_port()} --runtime-env-agent-port={free_port()} "
+             f"--ray-client-server-port={client_port} --dashboard-agent-listen-port={agent_port} "
+             f"--dashboard-agent-grpc-port={agent_grpc_port} --runtime-env-agent-port={runtime_env_port} "
              f"--num-cpus=2 --object-store-memory={300 * 2**20} --temp-dir={home}/ray")
     head_start = cluster["head_start_ray_commands"]
     assert head_start[0] == "ray stop" and "--port=6379" in head_start[1]

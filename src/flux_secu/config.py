@@ -263,7 +263,7 @@ class MotionConfig(_Strict):
     hold_s: float = Field(2.0, ge=0, le=60)
     heartbeat_s: float = Field(2.0, gt=0, le=600)
     """A still scene is still analysed this often, so a motionless intruder is not forgotten."""
-    quiet_after_s: float = Field(30.0, ge=0, le=3600)
+    quiet_after_s: float = Field(10.0, ge=0, le=3600)
     """After this long with no motion and nothing suspect, decode key frames only (``video/vigilance.py``);
     0: always decode every frame. An entry is then noticed up to one GOP later."""
     quiet_heartbeat_s: float = Field(10.0, gt=0, le=600)
