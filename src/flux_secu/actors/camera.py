@@ -135,7 +135,8 @@ class Camera:
                 **self.counters.__dict__,
                 "drops": self._slot.drops, "in_flight": len(self._in_flight),
                 "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
-                "vigilance": self._mode, "gop_s": self._vigilance.gop_s,
+                "vigilance": self._mode,
+                "gop_s": None if (gop := self._vigilance.gop_s) is None else round(gop, 3),
                 "last_error": self.last_error}
 
     def stop(self) -> None:
