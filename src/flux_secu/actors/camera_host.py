@@ -160,6 +160,15 @@ class _Method:
         return self.method.remote(*self.args, *args)
 
 
+def _camera_call(name: str) -> Any:
+    """A handle attribute ``name`` with ``.remote(*args)`` that calls ``host.name(camera_id, *args)``."""
+
+    def call(handle: CameraHandle) -> _Method:
+        return _Method(getattr(handle.host, name), (handle.camera_id,))
+
+    return property(call)
+
+
 @dataclass(frozen=True)
 class CameraHandle:
     """One camera on its host, called like an actor: ``handle.stats.remote()``."""
@@ -168,27 +177,16 @@ class CameraHandle:
     camera_id: str
     init: CameraInit | None = field(default=None, repr=False)
 
+    stop = _camera_call("stop")
+    stats = _camera_call("stats")
+    latest_jpeg = _camera_call("latest_jpeg")
+    record_evidence = _camera_call("record_evidence")
+
     @property
     def run(self) -> _Method:
         if self.init is None:
             raise RuntimeError(f"camera {self.camera_id}: a handle found by name cannot start the camera")
         return _Method(self.host.run, (self.camera_id, self.init))
-
-    @property
-    def stop(self) -> _Method:
-        return _Method(self.host.stop, (self.camera_id,))
-
-    @property
-    def stats(self) -> _Method:
-        return _Method(self.host.stats, (self.camera_id,))
-
-    @property
-    def latest_jpeg(self) -> _Method:
-        return _Method(self.host.latest_jpeg, (self.camera_id,))
-
-    @property
-    def record_evidence(self) -> _Method:
-        return _Method(self.host.record_evidence, (self.camera_id,))
 
     @property
     def host_id(self) -> str:
