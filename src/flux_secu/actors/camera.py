@@ -167,8 +167,7 @@ class Camera:
             # Whatever ended the loop (stop, end of file, an unexpected error): nothing left watching,
             # and the clips being gathered are written.
             self._stop.set()
-            with self._fault_lock:
-                self.watched = False
+            self.watched = False
             if self._evidence is not None:
                 self._evidence.source_ended()
         self._drain()
@@ -223,7 +222,7 @@ class Camera:
             grabbed = source.grab()
             if grabbed is None:
                 return True
-            self._waited = time.monotonic() - started > 0.5 / (source.fps or 25.0)
+            self._waited = time.monotonic() - started > 0.5 / source.fps
             self._burst += 1
             self.counters.frames_read += 1
             self.counters.loops = grabbed.loop
@@ -287,7 +286,7 @@ class Camera:
         if not self.realtime or self._mode != "quiet":
             self._burst = 0
             return
-        fps = source.fps or 25.0
+        fps = source.fps  # the stream's, or 25 when it declares none
         packets = max(1, round(QUIET_BURST_S * fps))
         if self._burst >= packets and self._waited:
             self._stop.wait(packets / fps)
@@ -357,9 +356,8 @@ class Camera:
     def watch_link(self) -> None:
         """The watchdog's look (every ``WATCHDOG_PERIOD_S``, from the host): a dead stream can block a
         read, so silence is noticed from outside the reading thread."""
-        with self._fault_lock:
-            if not self.watched:
-                return
+        if not self.watched:
+            return
         event = self._link.poll(time.time())
         if event is None:
             return

@@ -112,7 +112,8 @@ class VideoSource:
         self._container: InputContainer | None = None
         self._packets: Iterator[Packet] = iter(())
         self._codec: VideoCodecContext | None = None
-        self._keyframes_only = False
+        self.keyframes_only = False
+        """Decode key frames only; may change between two grab() calls (applied at the next one)."""
         self._skipping = False  # what the decoder does now: keyframes_only applies at the next grab()
         self._slots: deque[_Slot] = deque()  # fed, not yet returned, in decoding order
         self._pending: deque[_Slot] = deque()  # fed, picture not yet known
@@ -132,14 +133,6 @@ class VideoSource:
     def name(self) -> str:
         return redact_url(self.source)
 
-    @property
-    def keyframes_only(self) -> bool:
-        return self._keyframes_only
-
-    @keyframes_only.setter
-    def keyframes_only(self, value: bool) -> None:
-        self._keyframes_only = value
-
     def open(self) -> None:
         self.close()
         options: dict[str, str] = {}
@@ -157,7 +150,7 @@ class VideoSource:
         codec = stream.codec_context
         codec.thread_count = 0 if self.decode_threads is None else self.decode_threads
         codec.thread_type = "AUTO"
-        self._skipping = self._keyframes_only
+        self._skipping = self.keyframes_only
         codec.skip_frame = "NONKEY" if self._skipping else "DEFAULT"
         self._container, self._codec = container, codec
         self._packets = container.demux(stream)
@@ -178,7 +171,7 @@ class VideoSource:
         """Read the next video packet; None at the end of a non-looping file."""
         if self._codec is None:
             raise SourceError(f"video source {self.name} is closed")
-        if self._keyframes_only != self._skipping:
+        if self.keyframes_only != self._skipping:
             self._switch()
         while not self._slots or not self._slots[0].resolved:
             if not self._feed_next():
@@ -322,7 +315,7 @@ class VideoSource:
 
     def _switch(self) -> None:
         assert self._codec is not None
-        self._skipping = self._keyframes_only
+        self._skipping = self.keyframes_only
         self._codec.skip_frame = "NONKEY" if self._skipping else "DEFAULT"
         if self._skipping:
             self._flush()  # the pictures in the decoder come out now, not after the next key frame
