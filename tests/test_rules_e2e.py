@@ -51,6 +51,17 @@ def test_one_incident_per_presence_on_the_one_by_one_clip_at_night(config_file: 
     assert len(found) == 6, found
     for t, (start, end) in zip(sorted(found), presences, strict=True):
         assert start - 0.5 <= t <= end  # one per presence, none while the room is empty
+    # Once a presence is confirmed the camera sends follow_fps (1) frames a second, not detect_fps (5):
+    # fewer frames analysed for the same incidents and the same verdicts at the recheck.
+    followed = lines[-1]
+    assert followed["frames_skipped_following"] > 0, followed
+    edit_camera(config_file, follow_fps=5.0)
+    every = evaluate(config_file, ONE_BY_ONE_CLIP)
+    assert every[-1]["frames_skipped_following"] == 0, every[-1]
+    assert followed["frames_analysed"] < 0.7 * every[-1]["frames_analysed"], (followed, every[-1])
+    assert [i["clip_time_s"] for i in incidents(every, "intrusion")] == found
+    assert ([i["recheck"] for i in incidents(lines, "intrusion")]
+            == [i["recheck"] for i in incidents(every, "intrusion")])
 
 
 def test_person_outside_the_zone_or_under_a_mask_raises_nothing(config_file: Path, tmp_path: Path) -> None:

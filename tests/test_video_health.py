@@ -14,7 +14,7 @@ from flux_secu.video.health import FaultChange, HealthMonitor
 from .conftest import LOWLIGHT_CLIP, ONE_BY_ONE_CLIP
 
 Frame = npt.NDArray[np.uint8]
-CONFIG = HealthConfig(alarm_after_s=3, clear_after_s=2, reference_after_s=0)
+CONFIG = HealthConfig(alarm_after_s=3, clear_after_s=2, reference_after_s=0, view_interval_s=1)
 
 
 def _every_second(clip: object, limit: int | None = None) -> list[Frame]:
@@ -102,6 +102,15 @@ def test_view_moved_from_its_reference(day: list[Frame]) -> None:
     assert changes[0].details["shift"] == pytest.approx(0.12, abs=0.01)
     # A slight vibration is not a move.
     assert _run(day[:3] + [_shift(f, 0.02) for f in day[3:9]])[1] == []
+
+
+def test_the_view_is_compared_every_view_interval_s(day: list[Frame]) -> None:
+    moved = [_shift(f, 0.12) for f in day[3:9]]
+    sparse = HealthConfig(alarm_after_s=3, clear_after_s=2, reference_after_s=0, view_interval_s=3)
+    _, changes = _run(day[:3] + moved + day[9:14], sparse)
+    # Landmarks compared at 0 (the reference), 3, 6, 9, 12: raised at 6 as before, cleared at 12 (the
+    # first look 2 s after the view came back at 9), not at 11 as with a look every second.
+    assert _raised(changes) == [("moved", True, 6.0), ("moved", False, 12.0)]
 
 
 def test_thresholds_come_from_the_config(day: list[Frame]) -> None:

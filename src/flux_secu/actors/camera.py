@@ -42,7 +42,7 @@ from flux_secu.video.motion import MotionGate
 from flux_secu.video.sampling import FrameSampler
 from flux_secu.video.slot import NewestWins
 from flux_secu.video.source import Grabbed, SourceError, VideoSource
-from flux_secu.video.vigilance import Vigilance
+from flux_secu.video.vigilance import Attention, Vigilance
 
 log = structlog.get_logger("flux_secu.camera")
 
@@ -71,6 +71,8 @@ class CameraCounters:
     frames_decoded: int = 0
     frames_sampled: int = 0
     frames_gated: int = 0
+    frames_skipped_following: int = 0
+    """Frames with motion left out while the rules follow a confirmed presence (``follow_fps``)."""
     frames_sent: int = 0
     frames_done: int = 0
     frames_lost: int = 0
@@ -117,6 +119,10 @@ class Camera:
         self._mode = "watching"
         self._burst, self._waited = 0, False  # packets read since the last nap; the last one came late
         self._catch_up_sampler = FrameSampler(camera.detect_fps)
+        # The rules' last word (on the latest frame they saw) and the frames it lets through.
+        self._attention: Attention = "none"
+        self._attention_ts = float("-inf")
+        self._follow = FrameSampler(min(camera.follow_fps, camera.detect_fps))
         self._slot: NewestWins[tuple[FrameMeta, npt.NDArray[np.uint8]]] = NewestWins(max_in_flight)
         self._seq = 0
         self.log = log.bind(site=site, camera=camera.id)
@@ -258,6 +264,9 @@ class Camera:
             if not decision.analyse:
                 self.counters.frames_gated += 1
                 continue
+            if self._attention == "follow" and not self._follow.take(grabbed.pos_s):
+                self.counters.frames_skipped_following += 1
+                continue
             canvas, geometry = letterbox(image, self.spec)
             meta = FrameMeta(
                 site=self.site, camera=self.config.id, seq=self._seq, capture_ts=capture_ts,
@@ -340,8 +349,11 @@ class Camera:
             for ref in done:
                 capture_ts = self._sent_ts.pop(ref, 0.0)
                 try:
-                    if ray.get(ref):  # the rules want this camera watched closely
+                    attention: Attention = ray.get(ref)
+                    if attention != "none":  # the rules want this camera watched closely
                         self._vigilance.wake(capture_ts)
+                    if capture_ts >= self._attention_ts:  # done out of order: the latest frame's word
+                        self._attention, self._attention_ts = attention, capture_ts
                     self.counters.frames_done += 1
                 except Exception as exc:  # the inference actor crashed: this frame is lost
                     self.counters.frames_lost += 1

@@ -23,6 +23,7 @@ from flux_secu.detect.model import Detector
 from flux_secu.logs import configure_from_env
 from flux_secu.metrics import BatchMetrics
 from flux_secu.video.frame import CameraFrame
+from flux_secu.video.vigilance import Attention
 
 log = structlog.get_logger("flux_secu.inference")
 
@@ -54,9 +55,9 @@ class InferenceActor:
 @dataclass
 class _Queued:
     frame: CameraFrame
-    done: asyncio.Future[bool]
+    done: asyncio.Future[Attention]
     enqueued: float = field(default_factory=time.monotonic)
-    attention: bool = False
+    attention: Attention = "none"
 
 
 @dataclass
@@ -138,12 +139,12 @@ class InferencePool:
     def actor_handles(self) -> list[Any]:
         return [m.handle for m in self.members if not m.retiring]
 
-    async def submit(self, frame: CameraFrame) -> bool:
-        """Detect, hand over to the rules, and return once they saw the frame: True when the rules want
-        this camera watched closely (``RulesActor.observe``), which keeps it decoding every frame."""
+    async def submit(self, frame: CameraFrame) -> Attention:
+        """Detect, hand over to the rules, and return once they saw the frame: the attention the rules
+        ask of this camera (``RulesActor.observe``, ``video/vigilance.py``)."""
         self._ensure_started()
         assert self.wakeup is not None
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Attention] = asyncio.get_running_loop().create_future()
         self.queue.append(_Queued(frame, done))
         self.wakeup.set()
         return await done
@@ -229,7 +230,7 @@ class InferencePool:
                     if isinstance(outcome, BaseException):
                         log.error("rules_observe_failed", error=repr(outcome))
                     else:
-                        q.attention = bool(outcome)
+                        q.attention = outcome
         finally:
             async with self._turn_changed:
                 self._forward_turn += 1

@@ -34,6 +34,7 @@ from flux_secu.rules.tracking import IouTracker, iou_matrix
 from flux_secu.store import open_store
 from flux_secu.video.faults import CameraFault, record_camera_fault
 from flux_secu.video.frame import FrameMeta
+from flux_secu.video.vigilance import Attention
 
 log = structlog.get_logger("flux_secu.rules")
 
@@ -125,10 +126,10 @@ class RulesActor:
 
     # --- per frame --------------------------------------------------------------------------------
 
-    def observe(self, meta: FrameMeta, detections: Detections) -> bool:
-        """Apply the rules to one analysed frame. Returns whether the camera must stay watched closely
-        (every frame decoded, ``video/vigilance.py``): something that would be an intrusion is in view,
-        a presence is confirmed, or a recheck is pending. A parked vehicle (an event at most) is not a
+    def observe(self, meta: FrameMeta, detections: Detections) -> Attention:
+        """Apply the rules to one analysed frame. Returns the camera's attention (``video/vigilance.py``):
+        ``follow`` while a presence is confirmed, ``watch`` while something that would be an intrusion
+        is in view or a recheck is pending, else ``none``. A parked vehicle (an event at most) is not a
         reason: it would keep the camera awake all night."""
         self.frames += 1
         now = time.time()
@@ -151,18 +152,24 @@ class RulesActor:
                     intruders.append((decision, int(track_id)))
             elif decision.action == "event":
                 self._activity(meta, cam, confident, decision, int(track_id))
+        suspect = any(d.action == "intrusion" for d in decisions)
+        # Dwell is what a presence needs to start. Once it is confirmed, any intrusion candidate keeps
+        # it going, whatever its track: followed at follow_fps, a walking person's box may no longer
+        # overlap the last one, and the new track (dwell 0) must not end the presence (a second incident).
+        seen = bool(intruders) or (suspect and cam.presence.confirmed)
         current = self.open_incidents.get(meta.camera)
-        if intruders and current is not None and self.site_incident.get(meta.site, ("",))[0] == current:
+        if seen and current is not None and self.site_incident.get(meta.site, ("",))[0] == current:
             self.site_incident[meta.site] = (current, meta.capture_ts, meta.camera)
-        for change in cam.presence.observe(meta.capture_ts, bool(intruders)):
+        for change in cam.presence.observe(meta.capture_ts, seen):
             if isinstance(change, PresenceConfirmed):
                 self._confirmed(meta, confident, intruders, change)
             elif isinstance(change, PresenceEnded):
                 self._ended(meta, change)
         for recheck in self.rechecks.due(meta.camera, meta.capture_ts):
             self._after_recheck(recheck.incident, meta)
-        suspect = any(d.action == "intrusion" for d in decisions)
-        return suspect or cam.presence.confirmed or self.rechecks.pending(meta.camera)
+        if cam.presence.confirmed:
+            return "follow"
+        return "watch" if suspect or self.rechecks.pending(meta.camera) else "none"
 
     def _camera(self, meta: FrameMeta) -> _Camera:
         cam = self.cameras.get(meta.camera)
