@@ -128,7 +128,7 @@ class RulesActor:
 
     def observe(self, meta: FrameMeta, detections: Detections) -> Attention:
         """Apply the rules to one analysed frame. Returns the camera's attention (``video/vigilance.py``):
-        ``follow`` while a presence is confirmed, ``watch`` while something that would be an intrusion
+        ``follow`` while a confirmed presence is in view, ``watch`` while something that would be an intrusion
         is in view or a recheck is pending, else ``none``. A parked vehicle (an event at most) is not a
         reason: it would keep the camera awake all night."""
         self.frames += 1
@@ -167,7 +167,9 @@ class RulesActor:
                 self._ended(meta, change)
         for recheck in self.rechecks.due(meta.camera, meta.capture_ts):
             self._after_recheck(recheck.incident, meta)
-        if cam.presence.confirmed:
+        # Followed while the intruder is in view; the moment they are not (gone, hidden, or someone
+        # else coming in) every frame counts again, so a new presence is confirmed as fast as a first.
+        if cam.presence.confirmed and seen:
             return "follow"
         return "watch" if suspect or self.rechecks.pending(meta.camera) else "none"
 

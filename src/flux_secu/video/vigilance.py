@@ -21,8 +21,8 @@ Mode = Literal["watching", "quiet"]
 Attention = Literal["none", "watch", "follow"]
 """The rules' word on an analysed frame (``RulesActor.observe``): ``none``, nothing suspect; ``watch``,
 something that could be an intrusion or a recheck due: decode every frame, analyse every sampled frame
-with motion; ``follow``, a presence confirmed (its intrusion raised, the warning on its way): decode
-every frame, analyse ``follow_fps`` of them, enough to tell whether the person is still there."""
+with motion; ``follow``, a confirmed presence in view (its intrusion raised, the warning on its way):
+decode every frame, analyse ``follow_fps`` of them, enough to tell whether the person is still there."""
 _GOPS_KEPT = 4  # the longest of the last few gaps: one short GOP (a scene cut) does not make a camera quiet
 
 
