@@ -5,8 +5,8 @@ What runs
     threads of ``CameraHost`` processes (16 per process; decode, key frames only while quiet, sample to
     5 detect fps, motion gate, letterbox), the ``InferencePool``
     with its YOLOX-Nano ``InferenceActor`` (the demo's settings: 1 actor, 1 intra-op thread,
-    max_batch 4, max_wait_ms 5), the ``RulesActor``, and per site one ``SpeakerActor`` and one
-    ``EscalationActor`` with a SQLite store in a scratch directory. The cameras are spread over
+    max_batch 4, max_wait_ms 5), the ``RulesActor``, and ``SiteAlerts`` (every site's speakers and
+    escalation in one process) with a SQLite store in a scratch directory. The cameras are spread over
     ``SITES`` sites (the agglomeration has ~10), every site closed (empty ``opening_hours``), so a
     person is a real intrusion: incidents are opened, warnings played (file driver), contacts
     notified (``notifications.dry_run``: recorded to a file, nobody is called).
@@ -316,8 +316,7 @@ def _role(proc: Any) -> str:
         cmd = " ".join(proc.cmdline())
     except Exception:
         return "gone"
-    for actor in ("CameraHost", "InferenceActor", "InferencePool", "RulesActor", "SpeakerActor",
-                  "EscalationActor"):
+    for actor in ("CameraHost", "InferenceActor", "InferencePool", "RulesActor", "SiteAlerts"):
         if f"ray::{actor}" in cmd or name.startswith(f"ray::{actor}"):
             return actor
     if "raylet" in name or "raylet" in cmd.split(" ")[0]:

@@ -226,21 +226,23 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
 
 
 @pytest.mark.slow
-def test_restarted_actor_resumes_the_chain_without_duplicates(
+def test_restarted_site_alerts_resume_the_chain_without_duplicates(
     tmp_path: Path, receiver: Receiver, ray_session: None
 ) -> None:
     import ray
 
-    from flux_secu.actors.alerting import EscalationActor
+    from flux_secu.actors.site_alerts import SiteAlerts
 
     config = escalation_config(tmp_path, receiver.port, 2.0, ["Alice", "Bea", "Chloe"])
     store = SQLiteStore(config.store.path)
     incident = intrusion(store)
-    actor = EscalationActor.remote(config.sites[0], config)
+    host = SiteAlerts.remote(config.sites, config)  # the deployment's process for every site
+    _, escalations = ray.get(host.roles.remote())
+    actor = escalations[config.sites[0].id]
     try:
         ray.get(actor.escalate.remote(incident))
         receiver.wait_for(1)
-        ray.kill(actor, no_restart=False)  # crash mid-chain; Ray restarts it
+        ray.kill(host, no_restart=False)  # crash mid-chain; Ray restarts it
         assert wait_ready(actor) == 1  # the escalation was rebuilt from the store
         receiver.wait_for(3, timeout=20)
         time.sleep(0.5)
@@ -249,7 +251,7 @@ def test_restarted_actor_resumes_the_chain_without_duplicates(
         assert keys[:3] == ["notify:0:0:Alice", "notify:0:1:Bea", "notify:0:2:Chloe"]
         assert len(keys) == len(set(keys))
     finally:
-        ray.kill(actor, no_restart=True)
+        ray.kill(host, no_restart=True)
 
 
 @pytest.mark.slow
@@ -305,7 +307,7 @@ def test_failing_speaker_is_recorded_and_escalated(
 ) -> None:
     import ray
 
-    from flux_secu.actors.alerting import EscalationActor, SpeakerActor
+    from flux_secu.actors.site_alerts import SiteAlerts
 
     config = escalation_config(tmp_path, receiver.port, 60, ["Alice"])
     site = config.sites[0].model_copy(update={"speakers": [
@@ -313,8 +315,9 @@ def test_failing_speaker_is_recorded_and_escalated(
     ]})
     store = SQLiteStore(config.store.path)
     incident = intrusion(store)
-    escalation = EscalationActor.remote(site, config)
-    speaker = SpeakerActor.remote(site, config.store, config.var_dir, escalation)
+    host = SiteAlerts.remote([site], config)  # the speaker calls its escalation inside the process
+    speakers, _ = ray.get(host.roles.remote())
+    speaker = speakers[site.id]
     try:
         assert ray.get(speaker.warn.remote(incident)) == 0
         receiver.wait_for(1)  # nobody could be warned: the on-call chain is called at once
@@ -323,5 +326,4 @@ def test_failing_speaker_is_recorded_and_escalated(
         assert "exit" in kinds["warning_failed"]["error"] or "status" in kinds["warning_failed"]["error"]
         assert "Haut-parleur en panne" in kinds["escalated"]["reason"]
     finally:
-        ray.kill(speaker, no_restart=True)
-        ray.kill(escalation, no_restart=True)
+        ray.kill(host, no_restart=True)

@@ -1,8 +1,11 @@
-"""SpeakerActor and EscalationActor: one of each per site, each owning its output channel.
+"""Speaker and Escalation: one of each per site, each owning its output channel.
+
+In a deployment every site's pair lives in one ``SiteAlerts`` process (``actors/site_alerts.py``);
+``SpeakerActor`` and ``EscalationActor`` run one of them in a process of its own.
 
 Both check the store before acting and record what they did under an idempotency key, so a step
 replayed after a restart announces nothing twice. The escalation chain's progress lives in the store:
-a restarted EscalationActor rebuilds its plan from there and goes on where it was.
+a restarted Escalation rebuilds its plan from there and goes on where it was.
 """
 
 from __future__ import annotations
@@ -60,8 +63,7 @@ class _Speaker:
     min_interval_s: float
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
-class SpeakerActor:
+class Speaker:
     """Plays the site's warning on each of its speakers, once per incident.
 
     A failing speaker is recorded and the incident goes straight to the on-call chain: a warning
@@ -138,8 +140,7 @@ class _Active:
     retry_at: dict[str, float] = field(default_factory=dict)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
-class EscalationActor:
+class Escalation:
     """Notifies the site's on-call chain until someone acknowledges; police and manager when due."""
 
     def __init__(self, site: SiteConfig, config: Config, dry_run: bool = False) -> None:
@@ -344,3 +345,9 @@ def _steps(plan: dict[str, Any]) -> list[policy.Step]:
     first = [policy.Step(-1, i, name, started) for i, name in enumerate(plan.get("at_once", []))]
     chain = policy.plan(plan["chain"], started, float(plan.get("step_s", 0.0)), int(plan.get("rounds", 1)))
     return first + chain
+
+
+SpeakerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Speaker)
+"""One site's speakers in a process of their own (a deployment hosts them in ``SiteAlerts``)."""
+EscalationActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)(Escalation)
+"""One site's escalation in a process of its own (a deployment hosts it in ``SiteAlerts``)."""

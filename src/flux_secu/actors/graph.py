@@ -11,11 +11,11 @@ from typing import Any
 
 import ray
 
-from flux_secu.actors.alerting import EscalationActor, SpeakerActor
 from flux_secu.actors.camera_host import CameraHandle, CameraHost, CameraInit, host_name
 from flux_secu.actors.inference import InferencePool
 from flux_secu.actors.panic import PanicIngressActor
 from flux_secu.actors.rules import RulesActor
+from flux_secu.actors.site_alerts import SiteAlerts
 from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.letterbox import LetterboxSpec
 from flux_secu.evidence.recorder import EvidenceSettings
@@ -54,6 +54,8 @@ def connect_ray(address: str) -> None:
 @dataclass
 class Deployment:
     config: Config
+    alerts: Any = None
+    """The ``SiteAlerts`` process: every site's speakers and escalation (``actors/site_alerts.py``)."""
     speakers: dict[str, Any] = field(default_factory=dict)
     escalations: dict[str, Any] = field(default_factory=dict)
     rules: Any = None
@@ -76,13 +78,8 @@ class Deployment:
         """
         config.var_dir.mkdir(parents=True, exist_ok=True)
         dep = cls(config)
-        for site in config.sites:
-            escalation = EscalationActor.remote(site, config, dry_run)  # type: ignore[attr-defined]
-            dep.escalations[site.id] = escalation
-            if site.speakers:
-                dep.speakers[site.id] = SpeakerActor.remote(  # type: ignore[attr-defined]
-                    site, config.store, config.var_dir, escalation, dry_run
-                )
+        dep.alerts = SiteAlerts.remote(config.sites, config, dry_run)  # type: ignore[attr-defined]
+        dep.speakers, dep.escalations = ray.get(dep.alerts.roles.remote())
         dep.rules = RulesActor.remote(  # type: ignore[attr-defined]
             config, dep.speakers, dep.escalations, dep.deployment_id
         )
@@ -190,10 +187,10 @@ class Deployment:
 
     def actors(self, *, inference: bool = True) -> list[Any]:
         """Every actor of the deployment (camera hosts, inference actors, pool, rules, ingress, API,
-        speakers, escalations): what a command that ends it kills."""
+        site alerts): what a command that ends it kills."""
         members = list(ray.get(self.pool.actor_handles.remote())) if inference and self.pool else []
         actors = [*(h.actor for h in self.hosts), *members, self.pool, self.rules, self.ingress, self.api,
-                  *self.speakers.values(), *self.escalations.values()]
+                  self.alerts]
         return [a for a in actors if a is not None]
 
     def camera_stats(self) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ The actor is a thin shell around three pieces that work without Ray (and are tes
 - :func:`make_http_server`: ``POST /panic/{site}`` on a threaded stdlib HTTP server.
 
 One verifier serves both channels, so a press accepted over MQTT is a replay over HTTP and vice versa.
-Nothing here decides who is told: an accepted press goes to ``EscalationActor.panic`` of its site,
+Nothing here decides who is told: an accepted press goes to ``Escalation.panic`` of its site,
 which opens the ``panic`` incident with its proof and notifies the police and the site manager.
 """
 
@@ -52,7 +52,7 @@ Dispatch = Callable[[PanicPress], str]
 _PATH = re.compile(r"^/panic/([^/]{1,128})$")
 _ACK_PATH = re.compile(r"^/ack/([A-Za-z0-9_.=-]{10,1024})$")
 Acknowledge = Callable[[str], dict[str, Any]]
-"""Checks a signed acknowledgement token and acknowledges its incident (EscalationActor.acknowledge_link)."""
+"""Checks a signed acknowledgement token and acknowledges its incident (Escalation.acknowledge_link)."""
 
 _ACK_FORM = """<!doctype html><html lang="fr"><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>flux-secu</title>
@@ -321,7 +321,7 @@ class _PanicHandler(BaseHTTPRequestHandler):
 class PanicIngressActor:
     """Owns the MQTT client and the webhook server of the panic-button ingress (one per deployment).
 
-    ``escalations`` maps every site id to its ``EscalationActor`` handle; every site with panic
+    ``escalations`` maps every site id to its escalation handle (``SiteRole`` or actor); every site with panic
     devices must have one.
     """
 
@@ -342,7 +342,7 @@ class PanicIngressActor:
             self.mqtt = MqttListener(self.ingress, self.settings.mqtt, sites)
             self.mqtt.start()
         if self.settings.http.enabled:
-            # Any site's EscalationActor can check a link (one secret); the store then holds the
+            # Any site's escalation can check a link (one secret); the store then holds the
             # acknowledgement, and the actor that runs that incident's chain stops at its next tick.
             first = next(iter(escalations.values()), None)
 

@@ -1,6 +1,6 @@
 """ApiActor: hosts the API (uvicorn) inside the deployment, with handles to the pipeline's actors.
 
-An acknowledgement goes to the incident site's ``EscalationActor.acknowledge``, so the chain stops at
+An acknowledgement goes to the incident site's ``Escalation.acknowledge``, so the chain stops at
 once; the panic webhook goes to ``PanicIngressActor.submit`` (one verifier, one replay memory for
 MQTT and HTTP); camera snapshots and stats come from the camera actors.
 """
