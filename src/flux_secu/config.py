@@ -139,6 +139,10 @@ class ModelConfig(_Strict):
         default_factory=lambda: ["tensorrt", "cuda", "cpu"], min_length=1
     )
     intra_op_threads: int = Field(1, ge=1, le=64)
+    fit_canvas: bool = True
+    """YOLOX: letterbox to a canvas trimmed to the frame (a 16:9 camera: 416x256 instead of 416x416, a
+    third less detector work) when the graph is proven to take any size (``detect/fitting.py``); else,
+    and for the other families, a square canvas of the model's size."""
 
     @field_validator("path")
     @classmethod

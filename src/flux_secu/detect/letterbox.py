@@ -1,4 +1,8 @@
-"""Letterboxing: resize keeping the aspect ratio and paste on a square canvas of the model's size.
+"""Letterboxing: resize keeping the aspect ratio and paste on a canvas of the model's size.
+
+The canvas is square (``size`` x ``size``), or, for a model that accepts any multiple of its stride
+(``LetterboxSpec.stride``), trimmed to the resized frame: a 16:9 camera fills 416x234 of a 416 model's
+input, and a 416x256 canvas costs the detector a third less than 416x416 of which 182 rows are padding.
 
 This runs inside the camera actor so that frames never travel full size.
 """
@@ -19,6 +23,9 @@ class LetterboxSpec:
     size: int
     pad_value: int = 114
     centred: bool = False
+    stride: int = 0
+    """0: a square ``size`` canvas. Else the canvas is the resized frame rounded up to a multiple of
+    ``stride`` on each side (at most ``size``); top-left layouts only (``centred`` False)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +37,16 @@ class Letterbox:
     pad_y: int
     width: int
     height: int
+    canvas_width: int = 0
+    """The canvas the frame was pasted on (0: the model's square size)."""
+    canvas_height: int = 0
 
 
 def letterbox(
     frame: npt.NDArray[np.uint8], spec: LetterboxSpec
 ) -> tuple[npt.NDArray[np.uint8], Letterbox]:
-    """Return a ``size x size x 3`` uint8 BGR canvas and the geometry to undo it.
+    """Return a uint8 BGR canvas (``size x size x 3``, or trimmed: ``LetterboxSpec.stride``) and the
+    geometry to undo it.
 
     A single-channel (IR) frame is replicated to three channels.
     """
@@ -45,11 +56,16 @@ def letterbox(
     r = min(spec.size / h, spec.size / w)
     new_w, new_h = int(w * r), int(h * r)
     resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((spec.size, spec.size, 3), spec.pad_value, dtype=np.uint8)
-    pad_x = (spec.size - new_w) // 2 if spec.centred else 0
-    pad_y = (spec.size - new_h) // 2 if spec.centred else 0
+    canvas_w, canvas_h = spec.size, spec.size
+    if spec.stride and not spec.centred:
+        canvas_w = min(spec.size, -(-new_w // spec.stride) * spec.stride)
+        canvas_h = min(spec.size, -(-new_h // spec.stride) * spec.stride)
+    canvas = np.full((canvas_h, canvas_w, 3), spec.pad_value, dtype=np.uint8)
+    pad_x = (canvas_w - new_w) // 2 if spec.centred else 0
+    pad_y = (canvas_h - new_h) // 2 if spec.centred else 0
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    return canvas, Letterbox(scale=r, pad_x=pad_x, pad_y=pad_y, width=w, height=h)
+    return canvas, Letterbox(scale=r, pad_x=pad_x, pad_y=pad_y, width=w, height=h,
+                             canvas_width=canvas_w, canvas_height=canvas_h)
 
 
 def unletterbox(xyxy: npt.NDArray[np.float32], geometry: Letterbox) -> npt.NDArray[np.float32]:

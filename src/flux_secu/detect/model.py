@@ -6,6 +6,7 @@ Pure of Ray: the inference actor is a thin shell around :class:`Detector`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,11 +15,12 @@ import numpy.typing as npt
 from flux_secu.config import ModelConfig
 from flux_secu.detect.classes import load_labels, nms_groups
 from flux_secu.detect.detections import Detections
+from flux_secu.detect.fitting import fitted_model, proven
 from flux_secu.detect.letterbox import Letterbox, LetterboxSpec
 from flux_secu.detect.nanodet import NanodetAdapter
 from flux_secu.detect.providers import ORT_NAMES, choose_providers
 from flux_secu.detect.yolov8 import Yolov8Adapter, detect_layout
-from flux_secu.detect.yolox import YoloxAdapter
+from flux_secu.detect.yolox import STRIDES, YoloxAdapter, anchors
 
 __all__ = ["Detector", "ModelAdapter", "ModelError", "load_labels"]
 
@@ -104,9 +106,25 @@ class Detector:
         self.output_names = [o.name for o in self.session.get_outputs()]
         output_shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
         self.adapter = make_adapter(config, self.size, output_shapes, self.labels)
+        self.fitted = False
+        """The session takes canvases trimmed to the frame (``detect/fitting.py``)."""
+        if config.fit_canvas and isinstance(self.adapter, YoloxAdapter):
+            self._fit(ort, options, providers)
         # On a GPU, IO binding copies the batch to the device once and lets the provider keep
         # intermediate buffers there; on the CPU provider it only adds overhead.
         self.io_binding = (self.providers[0] != ORT_NAMES["cpu"]) if io_binding is None else io_binding
+
+    def _fit(self, ort: Any, options: Any, providers: list[Any]) -> None:
+        serialised = fitted_model(self.config.path)
+        if serialised is None:
+            return
+        try:
+            session = ort.InferenceSession(serialised, sess_options=options, providers=providers)
+        except Exception:  # onnxruntime raises its own exception types: keep the square session
+            return
+        if proven(self.session, session, self.size, STRIDES[-1], anchors):
+            self.session, self.fitted = session, True
+            self.adapter = replace(self.adapter, fit_canvas=True)
 
     @property
     def spec(self) -> LetterboxSpec:
@@ -133,7 +151,11 @@ class Detector:
     def detect(
         self, canvases: Sequence[npt.NDArray[np.uint8]], geometries: Sequence[Letterbox]
     ) -> list[Detections]:
-        if not canvases:
-            return []
-        outputs = self.run(self.adapter.preprocess(list(canvases)))
-        return [self.adapter.decode(outputs, i, geometries[i]) for i in range(len(canvases))]
+        results: list[Detections] = [Detections.empty()] * len(canvases)
+        # Canvases of cameras of other shapes (16:9, 4:3, portrait) cannot share a model call.
+        for shape in dict.fromkeys(c.shape for c in canvases):
+            rows = [i for i, c in enumerate(canvases) if c.shape == shape]
+            outputs = self.run(self.adapter.preprocess([canvases[i] for i in rows]))
+            for j, i in enumerate(rows):
+                results[i] = self.adapter.decode(outputs, j, geometries[i])
+        return results

@@ -1,6 +1,7 @@
 """YOLOX adapter: pre-processing and decoding of the raw grid output (see the shared assets README).
 
-Input: float32 [B,3,S,S], BGR, 0-255, letterboxed top-left on a canvas of 114.
+Input: float32 [B,3,H,W], BGR, 0-255, letterboxed top-left on a canvas of 114 (S x S as exported, or
+trimmed to a multiple of 32 when the graph takes any size: ``Detector``'s ``fit_canvas``).
 Output: [B, A, 5+C] with A anchors over strides 8, 16, 32 (row-major) and rows
 ``[tx, ty, tw, th, obj, p0..pC-1]``; obj and p are already sigmoided.
 """
@@ -21,14 +22,19 @@ STRIDES = (8, 16, 32)
 DEFAULT_SCORE, DEFAULT_IOU = 0.3, 0.45
 
 
+def anchors(height: int, width: int) -> int:
+    """Rows the model outputs for a ``height`` x ``width`` input."""
+    return sum((height // s) * (width // s) for s in STRIDES)
+
+
 @lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _grid(height: int, width: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     cells, strides = [], []
     for s in STRIDES:
-        n = size // s
-        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        rows, cols = height // s, width // s
+        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
-        strides.append(np.full((n * n, 1), s))
+        strides.append(np.full((rows * cols, 1), s))
     return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
 
@@ -45,9 +51,10 @@ def decode(
     ``nms_groups`` maps class id -> NMS group (class-agnostic NMS inside a group such as "vehicle");
     by default each class is its own group.
     """
-    grid, stride = _grid(size)
+    height, width = geometry.canvas_height or size, geometry.canvas_width or size
+    grid, stride = _grid(height, width)
     if output.shape[0] != len(grid):
-        raise ValueError(f"expected {len(grid)} anchors for input {size}, got {output.shape[0]}")
+        raise ValueError(f"expected {len(grid)} anchors for input {width}x{height}, got {output.shape[0]}")
     class_scores = output[:, 5:] * output[:, 4:5]
     class_id = class_scores.argmax(axis=1)
     score = class_scores[np.arange(len(class_id)), class_id]
@@ -67,10 +74,13 @@ class YoloxAdapter:
     score_threshold: float = DEFAULT_SCORE
     nms_iou: float = DEFAULT_IOU
     nms_groups: npt.NDArray[np.int32] | None = None
+    fit_canvas: bool = False
+    """The session takes canvases trimmed to the frame (multiples of 32, ``detect/fitting.py``)."""
 
     @property
     def spec(self) -> LetterboxSpec:
-        return LetterboxSpec(size=self.size, pad_value=114, centred=False)
+        stride = STRIDES[-1] if self.fit_canvas else 0
+        return LetterboxSpec(size=self.size, pad_value=114, centred=False, stride=stride)
 
     def preprocess(self, canvases: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """HWC uint8 BGR canvases -> NCHW float32 (no normalisation: YOLOX takes 0-255)."""
