@@ -264,6 +264,12 @@ class Camera:
             if not decision.analyse:
                 self.counters.frames_gated += 1
                 continue
+            if self._attention == "follow" and not self.realtime and self._in_flight:
+                # A replay reads far faster than the detector answers: before leaving this frame out,
+                # wait for the word on the frames in flight, which a live camera would have by now
+                # (a person gone brings every frame back at once, in a replay as in the night).
+                ray.wait(self._in_flight, num_returns=len(self._in_flight))
+                self._reap()
             if self._attention == "follow" and not self._follow.take(grabbed.pos_s):
                 self.counters.frames_skipped_following += 1
                 continue
