@@ -63,6 +63,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -266,7 +267,32 @@ def plan_offsets(clips: list[Clip], cameras: int, duration_s: float) -> list[Cam
     return plans
 
 
-def build_config(tmp: Path, assets: Path, plans: list[CameraPlan]) -> Any:
+class NotificationReceiver:
+    """The on-call contact's end: an HTTP server on loopback that accepts apprise's ``json://`` POSTs
+    (a notification is sent, and timed, only once a real socket took it)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def build_config(tmp: Path, assets: Path, plans: list[CameraPlan], notify_port: int) -> Any:
     from flux_secu.config import parse_config
 
     data = {
@@ -283,7 +309,6 @@ def build_config(tmp: Path, assets: Path, plans: list[CameraPlan]) -> Any:
         "inference": {"actors": 1, "max_batch": 4, "max_wait_ms": 5},
         "store": {"kind": "sqlite", "path": str(tmp / "bench.db")},
         "rules": {
-            "person_label": "person",
             "min_score": SCORE_THRESHOLD,
             "confirm_hits": CONFIRM_HITS,
             "confirm_window": CONFIRM_WINDOW,
@@ -301,7 +326,7 @@ def build_config(tmp: Path, assets: Path, plans: list[CameraPlan]) -> Any:
                 "speakers": [{"id": "speaker-1", "driver": "file", "voice": "fr",
                               "min_interval_s": 0}],
                 "escalation": {
-                    "contacts": [{"name": "on-call", "channels": ["json://127.0.0.1:8099/flux-secu"]}]
+                    "contacts": [{"name": "on-call", "channels": [f"json://127.0.0.1:{notify_port}/flux-secu"]}]
                 },
             }
         ],
@@ -512,8 +537,9 @@ def main() -> None:
 
     plans = plan_offsets(clips, args.cameras, args.duration)
     tmp = Path(tempfile.mkdtemp(prefix="flux-secu-alert-latency-"))
+    receiver = NotificationReceiver()
     try:
-        config = build_config(tmp, assets, plans)
+        config = build_config(tmp, assets, plans, receiver.port)
         print(f"# live run {args.duration:.0f}s, cameras: "
               + ", ".join(f"{p.id}@+{p.offset_s:.1f}s" for p in plans), file=sys.stderr)
         load_before = os.getloadavg()[0]
@@ -521,6 +547,7 @@ def main() -> None:
         load_after = os.getloadavg()[0]
         result = score(tmp / "bench.db", plans, args.margin, args.tolerance)
     finally:
+        receiver.close()
         if args.keep_tmp:
             print(f"# kept {tmp}", file=sys.stderr)
         else:
