@@ -53,7 +53,12 @@ def test_same_clip_during_opening_hours_raises_nothing(config_file: Path, tmp_pa
     lines = evaluate(config_file, "2026-11-25T14:00:00+01:00", tmp_path)
     assert [line["type"] for line in lines] == ["summary"]
     assert lines[0]["incidents"] == 0 and lines[0]["frames"] == 240
-    assert lines[0]["frames_analysed"] > 0  # the detector did run: the calendar said no
+    summary = lines[0]
+    assert summary["frames_analysed"] > 0  # the detector did run: the calendar said no
+    # Nothing can be an intrusion while the site is open: after the first answer, a look a second
+    # (follow_fps) of the 5 sampled, enough to notice closing time.
+    assert summary["frames_skipped_resting"] > 0
+    assert summary["frames_analysed"] < 0.35 * summary["frames_sampled"], summary
 
 
 def test_intruder_gone_at_the_recheck_is_deterred_and_nobody_is_notified(

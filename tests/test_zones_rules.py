@@ -49,6 +49,19 @@ def test_default_policy_person_intrusion_vehicle_event_only_when_armed() -> None
     armed = {(d.group, d.action) for d in policy.evaluate(frame, 100, 100, armed=True)}
     assert armed == {("person", "intrusion"), ("vehicle", "event")}  # the dog is in no group
     assert policy.evaluate(frame, 100, 100, armed=False) == []  # open: customers and their cars
+    assert policy.acts == {True: True, False: False}  # open, nothing to do: its camera can rest
+
+
+def test_a_zone_closed_to_visitors_or_watching_vehicles_keeps_its_camera_looking() -> None:
+    cfg = camera(zones=[
+        {"id": "cour", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]},
+        {"id": "local-technique", "polygon": [[0.5, 0], [1, 0], [1, 1], [0.5, 1]],
+         "open": {"person": "intrusion"}},
+    ])
+    assert CameraPolicy(cfg, GROUPS, list(COCO80)).acts == {True: True, False: True}
+    parking = camera(zones=[{"id": "p", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]],
+                             "closed": {"vehicle": "event"}}])
+    assert CameraPolicy(parking, GROUPS, list(COCO80)).acts == {True: True, False: False}  # events at night
 
 
 def test_zones_masks_sizes_and_per_zone_policies() -> None:

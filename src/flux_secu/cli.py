@@ -306,6 +306,7 @@ def _replay(
         "quiet_periods": stats["quiet_periods"], "frames_sampled": stats["frames_sampled"],
         "frames_analysed": stats["frames_done"], "frames_gated": stats["frames_gated"],
         "frames_skipped_following": stats["frames_skipped_following"],
+        "frames_skipped_resting": stats["frames_skipped_resting"],
         "frames_lost": stats["frames_lost"], "incidents": len(incidents),
         "batch_hist": pool_stats["batch_hist"], "wall_s": round(wall, 3),
         "startup_s": round(t_ready - t0, 3), "fps": round(stats["frames_read"] / max(wall, 1e-9), 1),

@@ -30,6 +30,8 @@ CAMERA_COUNTERS = {
     "frames_gated": ("camera_frames_gated", "Sampled frames the motion gate skipped"),
     "frames_skipped_following": ("camera_frames_skipped_following",
                                  "Frames with motion left out while following a confirmed presence"),
+    "frames_skipped_resting": ("camera_frames_skipped_resting",
+                               "Frames with motion left out while nothing in view has any action"),
     "drops": ("camera_drops", "Frames dropped because a newer one replaced them (overload)"),
     "frames_lost": ("camera_frames_lost", "Frames lost in a crashed inference actor"),
     "reconnects": ("camera_reconnects", "Times the camera's source was reopened"),

@@ -73,6 +73,8 @@ class CameraCounters:
     frames_gated: int = 0
     frames_skipped_following: int = 0
     """Frames with motion left out while the rules follow a confirmed presence (``follow_fps``)."""
+    frames_skipped_resting: int = 0
+    """Frames with motion left out while nothing in view has any action (a site open: ``follow_fps``)."""
     frames_sent: int = 0
     frames_done: int = 0
     frames_lost: int = 0
@@ -264,14 +266,19 @@ class Camera:
             if not decision.analyse:
                 self.counters.frames_gated += 1
                 continue
-            if self._attention == "follow" and not self.realtime and self._in_flight:
+            throttled = self._attention in ("follow", "rest")
+            if throttled and not self.realtime and self._in_flight:
                 # A replay reads far faster than the detector answers: before leaving this frame out,
                 # wait for the word on the frames in flight, which a live camera would have by now
                 # (a person gone brings every frame back at once, in a replay as in the night).
                 ray.wait(self._in_flight, num_returns=len(self._in_flight))
                 self._reap()
-            if self._attention == "follow" and not self._follow.take(grabbed.pos_s):
-                self.counters.frames_skipped_following += 1
+                throttled = self._attention in ("follow", "rest")
+            if throttled and not self._follow.take(grabbed.pos_s):
+                if self._attention == "follow":
+                    self.counters.frames_skipped_following += 1
+                else:
+                    self.counters.frames_skipped_resting += 1
                 continue
             canvas, geometry = letterbox(image, self.spec)
             meta = FrameMeta(
@@ -356,7 +363,7 @@ class Camera:
                 capture_ts = self._sent_ts.pop(ref, 0.0)
                 try:
                     attention: Attention = ray.get(ref)
-                    if attention != "none":  # the rules want this camera watched closely
+                    if attention in ("watch", "follow"):  # the rules want this camera watched closely
                         self._vigilance.wake(capture_ts)
                     if capture_ts >= self._attention_ts:  # done out of order: the latest frame's word
                         self._attention, self._attention_ts = attention, capture_ts

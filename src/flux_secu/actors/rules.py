@@ -128,9 +128,10 @@ class RulesActor:
 
     def observe(self, meta: FrameMeta, detections: Detections) -> Attention:
         """Apply the rules to one analysed frame. Returns the camera's attention (``video/vigilance.py``):
-        ``follow`` while a confirmed presence is in view, ``watch`` while something that would be an intrusion
-        is in view or a recheck is pending, else ``none``. A parked vehicle (an event at most) is not a
-        reason: it would keep the camera awake all night."""
+        ``follow`` while a confirmed presence is in view, ``watch`` while something that would be an
+        intrusion is in view or a recheck is pending, ``rest`` while nothing it could see has any action
+        (its site open), else ``none``. A parked vehicle (an event at most) is not a reason to watch: it
+        would keep the camera awake all night."""
         self.frames += 1
         now = time.time()
         if 0.0 <= meta.sent_wall_ts - meta.capture_ts <= _LIVE_HANDOVER_MAX_S:
@@ -171,7 +172,11 @@ class RulesActor:
         # else coming in) every frame counts again, so a new presence is confirmed as fast as a first.
         if cam.presence.confirmed and seen:
             return "follow"
-        return "watch" if suspect or self.rechecks.pending(meta.camera) else "none"
+        if suspect or self.rechecks.pending(meta.camera):
+            return "watch"
+        # Nothing this camera sees matters now (its site open, by default: neither intrusion nor event): a
+        # look a second notices closing time or an override, instead of every frame with a visitor in it.
+        return "none" if cam.policy.acts[armed] else "rest"
 
     def _camera(self, meta: FrameMeta) -> _Camera:
         cam = self.cameras.get(meta.camera)

@@ -32,6 +32,11 @@ class CameraPolicy:
         self.zones = camera.zones or [DEFAULT_ZONE]
         self.polygons = [Polygon(tuple(z.polygon)) for z in self.zones]
         self.masks = [Polygon(tuple(m)) for m in camera.ignore]
+        self.acts = {
+            armed: any(a != "ignore" for z in self.zones for a in (z.closed if armed else z.open).values())
+            for armed in (True, False)
+        }
+        """Whether any zone gives anything an action (intrusion, event): site armed (True), open (False)."""
         self.group_of = np.full(len(labels), -1, np.int32)
         self.group_names = list(class_groups)
         for gi, members in enumerate(class_groups.values()):

@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["watching", "quiet"]
-Attention = Literal["none", "watch", "follow"]
+Attention = Literal["none", "watch", "follow", "rest"]
 """The rules' word on an analysed frame (``RulesActor.observe``): ``none``, nothing suspect; ``watch``,
 something that could be an intrusion or a recheck due: decode every frame, analyse every sampled frame
 with motion; ``follow``, a confirmed presence in view (its intrusion raised, the warning on its way):
-decode every frame, analyse ``follow_fps`` of them, enough to tell whether the person is still there."""
+decode every frame, analyse ``follow_fps`` of them, enough to tell whether the person is still there;
+``rest``, nothing this camera sees has any action now (its site open, by default): motion is
+visitors, ``follow_fps`` looks tell when that changes (closing time, an override), and the camera may go
+quiet as with ``none``."""
 _GOPS_KEPT = 4  # the longest of the last few gaps: one short GOP (a scene cut) does not make a camera quiet
 
 
