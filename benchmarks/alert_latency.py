@@ -63,7 +63,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -265,31 +264,6 @@ def plan_offsets(clips: list[Clip], cameras: int, duration_s: float) -> list[Cam
         plans.append(CameraPlan(f"cam{i}-{clip.spec.key}", clip, best_offset))
         starts += presence_starts(clip, best_offset)
     return plans
-
-
-class NotificationReceiver:
-    """The on-call contact's end: an HTTP server on loopback that accepts apprise's ``json://`` POSTs
-    (a notification is sent, and timed, only once a real socket took it)."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def build_config(tmp: Path, assets: Path, plans: list[CameraPlan], notify_port: int, fit_canvas: bool) -> Any:
@@ -544,7 +518,10 @@ def main() -> None:
 
     plans = plan_offsets(clips, args.cameras, args.duration)
     tmp = Path(tempfile.mkdtemp(prefix="flux-secu-alert-latency-"))
-    receiver = NotificationReceiver()
+    sys.path.insert(0, str(ROOT))  # the repository root: the tests' notification receiver
+    from tests.notify_receiver import Receiver
+
+    receiver = Receiver()  # the on-call contact: apprise json:// posts to a real loopback socket
     try:
         config = build_config(tmp, assets, plans, receiver.port, not args.square_canvas)
         print(f"# live run {args.duration:.0f}s, cameras: "

@@ -6,12 +6,10 @@ Notifications go through apprise's ``json://`` channel to a real HTTP server in 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +24,7 @@ from flux_secu.store.base import StoredIncident
 from flux_secu.store.sqlite import SQLiteStore
 
 from .conftest import build_config
+from .notify_receiver import Receiver
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -82,37 +81,6 @@ def test_morning_report_counts_the_night() -> None:
 
 
 # --- the actor, with real notifications ---------------------------------------------------------
-
-class Receiver:
-    """An HTTP server that records the JSON bodies apprise posts, by path."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, Any], float]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.posts.append((self.path, json.loads(body), time.time()))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def paths(self) -> list[str]:
-        return [p for p, _, _ in self.posts]
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> None:
-        deadline = time.time() + timeout
-        while len(self.posts) < count and time.time() < deadline:
-            time.sleep(0.05)
-        assert len(self.posts) >= count, self.paths()
-
 
 @pytest.fixture()
 def receiver() -> Iterator[Receiver]:
