@@ -36,7 +36,8 @@ class InferenceActor:
         self.node = ray.get_runtime_context().get_node_id()
         self.frames_from: dict[str, int] = {}
         """Frames analysed, by the node of the camera that sent them (locality, measured here)."""
-        log.info("inference_actor_ready", model=str(model.path), providers=self.detector.providers)
+        log.info("inference_actor_ready", model=str(model.path), providers=self.detector.providers,
+                 canvas="trimmed to the frame" if self.detector.fitted else "square")
 
     def infer(self, frames: list[CameraFrame]) -> list[Detections]:
         for frame in frames:
@@ -46,7 +47,8 @@ class InferenceActor:
 
     def describe(self) -> dict[str, Any]:
         return {"labels": self.detector.labels, "spec": self.detector.spec, "node": self.node,
-                "providers": self.detector.providers, "max_batch": self.detector.max_batch}
+                "providers": self.detector.providers, "max_batch": self.detector.max_batch,
+                "fitted": self.detector.fitted}
 
     def stats(self) -> dict[str, Any]:
         return {"node": self.node, "frames_from": dict(self.frames_from)}
