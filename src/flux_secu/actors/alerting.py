@@ -72,7 +72,6 @@ class Speaker:
 
     def __init__(self, site: SiteConfig, store: StoreConfig, var_dir: Path, escalation: Any = None,
                  dry_run: bool = False) -> None:
-        configure_from_env()
         self.site = site
         self.store = open_store(store)
         self.escalation = escalation
@@ -144,7 +143,6 @@ class Escalation:
     """Notifies the site's on-call chain until someone acknowledges; police and manager when due."""
 
     def __init__(self, site: SiteConfig, config: Config, dry_run: bool = False) -> None:
-        configure_from_env()
         self.site = site
         self.esc = site.escalation
         self.config = config
@@ -347,7 +345,22 @@ def _steps(plan: dict[str, Any]) -> list[policy.Step]:
     return first + chain
 
 
-SpeakerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Speaker)
-"""One site's speakers in a process of their own (a deployment hosts them in ``SiteAlerts``)."""
-EscalationActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)(Escalation)
-"""One site's escalation in a process of its own (a deployment hosts it in ``SiteAlerts``)."""
+# The process's logging is the actor shell's business (SiteAlerts does it for the classes it hosts).
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class SpeakerActor(Speaker):
+    """One site's speakers in a process of their own (a deployment hosts them in ``SiteAlerts``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        configure_from_env()
+        super().__init__(*args, **kwargs)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
+class EscalationActor(Escalation):
+    """One site's escalation in a process of its own (a deployment hosts it in ``SiteAlerts``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        configure_from_env()
+        super().__init__(*args, **kwargs)
