@@ -79,11 +79,55 @@ def run(*cmd: str, timeout: float = 120, check: bool = True, **kw: Any) -> subpr
     return result
 
 
-def account_venv(venv: Path) -> None:
+def readable_by_account(path: Path) -> bool:
+    return subprocess.run(["runuser", "-u", ACCOUNT, "--", "test", "-r", str(path)],
+                          check=False).returncode == 0
+
+
+def stage_for_account(stage: Path) -> Path:
+    """What the account imports, where it can read it: the checkout's packages and its source.
+
+    A clone in a folder only root can read (``mktemp -d``, a home under /root) cannot be imported by
+    another account in place. The venv's packages are hard-linked (one file system: instant, no copy;
+    a copy otherwise) into ``stage``, a folder outside the account's home (the home is handed to the
+    account with chown, which would change the checkout's own files through the links), and the
+    editable install is pointed at a copy of ``src/``. Returns the staged site-packages.
+    """
+    mine = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    packages = ROOT / ".venv" / "lib" / mine / "site-packages"
+    staged = stage / "site-packages"
+    stage.mkdir(mode=0o755)
+    linked = subprocess.run(["cp", "-al", str(packages), str(staged)], capture_output=True, check=False)
+    if linked.returncode != 0:
+        shutil.rmtree(staged, ignore_errors=True)
+        run("cp", "-a", str(packages), str(staged))
+    shutil.copytree(ROOT / "src", stage / "src")
+    for editable in staged.glob("__editable__*flux_secu*.pth"):
+        editable.unlink()  # a hard link to the checkout's file: replaced, not rewritten in place
+        editable.write_text(f"{stage / 'src'}\n")
+    run("chmod", "-R", "a+rX", str(stage / "src"))
+    return staged
+
+
+def stage_file(path: Path, stage: Path) -> Path:
+    """``path`` itself when the account can read it, else a copy of it in ``stage/files``."""
+    if readable_by_account(path):
+        return path
+    copy = stage / "files" / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (stage, copy.parent):
+        folder.chmod(0o755)
+    shutil.copy(path, copy)
+    copy.chmod(0o644)
+    return copy
+
+
+def account_venv(venv: Path, stage: Path) -> None:
     """A venv of Debian's python3 for the account that uses this checkout's packages.
 
     The checkout's own venv may be built on an interpreter the account cannot run (one under /root);
-    Debian's python3 of the same minor version runs the same wheels.
+    Debian's python3 of the same minor version runs the same wheels. The account reads the checkout's
+    packages in place when it can, else from a staged copy (``stage_for_account``).
     """
     system = "/usr/bin/python3"
     version = run(system, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')").stdout
@@ -92,6 +136,9 @@ def account_venv(venv: Path) -> None:
         pytest.fail(f"{system} is Python {version.strip()}, this venv {mine}: the account cannot use it")
     run(system, "-m", "venv", "--without-pip", str(venv))
     packages = ROOT / ".venv" / "lib" / f"python{mine}" / "site-packages"
+    if not (readable_by_account(packages / "ray" / "__init__.py")
+            and readable_by_account(ROOT / "src" / "flux_secu" / "__init__.py")):
+        packages = stage_for_account(stage)
     # addsitedir, not a plain path line: the checkout's editable install is itself a .pth file.
     (venv / "lib" / f"python{mine}" / "site-packages" / "flux-secu-checkout.pth").write_text(
         f"import site; site.addsitedir({str(packages)!r})\n")
@@ -100,13 +147,12 @@ def account_venv(venv: Path) -> None:
         script = venv / "bin" / name
         script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\n{entry}\nsys.exit(main())\n")
         script.chmod(0o755)
-    # The account reads this checkout's packages in place: a clone in a private folder (under /root)
-    # cannot work, and would otherwise fail much later inside `ray up` with an obscure error.
     probe = subprocess.run(["runuser", "-u", ACCOUNT, "--", str(venv / "bin" / "python"), "-c",
-                            "import flux_secu, ray"], capture_output=True, text=True, check=False)
+                            "import flux_secu, ray; print(flux_secu.__file__)"],
+                           capture_output=True, text=True, check=False)
     if probe.returncode != 0:
-        pytest.fail(f"the account {ACCOUNT} cannot read this checkout ({ROOT}) or its venv: clone it in a "
-                    f"folder other accounts can read (e.g. /work or /srv):\n{probe.stderr[-1500:]}")
+        pytest.fail(f"the account {ACCOUNT} cannot import flux_secu and ray from {packages}:\n"
+                    f"{probe.stderr[-1500:]}")
 
 
 @dataclass
@@ -114,6 +160,8 @@ class Sshd:
     port: int
     key: Path
     home: Path
+    stage: Path
+    """Where files the account must read but cannot reach in the checkout are staged."""
     proc: subprocess.Popen[bytes]
 
 
@@ -141,7 +189,7 @@ def sshd() -> Iterator[Sshd]:
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key"))
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "id"))
     shutil.copy(base / "id.pub", home / ".ssh" / "authorized_keys")
-    account_venv(home / "venv")
+    account_venv(home / "venv", base / "stage")
     run("chown", "-R", f"{ACCOUNT}:{ACCOUNT}", str(home))
     port = free_port()
     config = base / "sshd_config"
@@ -162,7 +210,7 @@ def sshd() -> Iterator[Sshd]:
             assert proc.poll() is None and time.monotonic() < deadline, (base / "sshd.log").read_text()
             time.sleep(0.05)
     try:
-        yield Sshd(port, base / "id", home, proc)
+        yield Sshd(port, base / "id", home, base / "stage", proc)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -192,10 +240,10 @@ def test_ray_up_runs_flux_secu_on_the_onprem_config_and_ray_down_leaves_nothing(
     # The demo config, with its paths made absolute and its state in the account's home.
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     configs = ROOT / "configs"
-    demo["model"]["path"] = str((configs / demo["model"]["path"]).resolve())
-    demo["model"]["labels"] = str((configs / demo["model"]["labels"]).resolve())
+    for section, key in (("model", "path"), ("model", "labels")):
+        demo[section][key] = str(stage_file((configs / demo[section][key]).resolve(), sshd.stage))
     for camera in demo["sites"][0]["cameras"]:
-        camera["source"] = str((configs / camera["source"]).resolve())
+        camera["source"] = str(stage_file((configs / camera["source"]).resolve(), sshd.stage))
     demo["sites"][0]["cameras"] = demo["sites"][0]["cameras"][:1]
     demo["var_dir"] = str(work / "var")
     demo["store"]["path"] = str(work / "var" / "flux-secu.db")
