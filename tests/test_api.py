@@ -20,6 +20,7 @@ from flux_secu.api.backend import StoreBackend
 from flux_secu.api.export import ExportInvalid, verify_export
 from flux_secu.api.views import CameraHealth
 from flux_secu.config import Config
+from flux_secu.incidents.lifecycle import Transition
 from flux_secu.rules.incident import IncidentKind, IncidentState
 from flux_secu.store import SQLiteStore
 from flux_secu.store.base import Store
@@ -167,7 +168,7 @@ def test_incident_filters_and_clear_errors(api: Api, tmp_path: Path) -> None:
     first = add_incident(api.store, ev, NIGHT)
     panic = add_incident(api.store, ev, NIGHT + 60, kind=IncidentKind.PANIC, camera="")
     other = add_incident(api.store, ev, NIGHT + 120, camera="cam-two")
-    api.store.set_state(other.id, IncidentState.ESCALATED)
+    api.store.transition(other.id, Transition.ESCALATED, NIGHT + 130, {})
     h = api.login("zoe")
 
     def ids(**query: Any) -> list[str]:
@@ -218,7 +219,7 @@ def test_detail_timeline_and_evidence_views_are_audited(api: Api, tmp_path: Path
 
 def test_acknowledge_stops_the_chain_once_and_is_audited(api: Api, tmp_path: Path) -> None:
     inc = add_incident(api.store, tmp_path / "evidence", NIGHT)
-    api.store.set_state(inc.id, IncidentState.ESCALATED)
+    api.store.transition(inc.id, Transition.ESCALATED, NIGHT + 10, {})
     h = api.login("marc")
     answer = api.client.post(f"/api/incidents/{inc.id}/acknowledge", headers=h)
     assert answer.json() == {"ok": True, "first": True, "incident": inc.id}

@@ -315,6 +315,10 @@ class HealthConfig(_Strict):
     """How often the view is compared with the reference's landmarks (ORB: ~2.5 ms a check on a 2-core
     VM, five times the other checks together). A moved camera stays moved: every few seconds is enough."""
     alarm_after_s: float = Field(10.0, ge=0, le=3600)
+    tamper_after_s: float = Field(2.0, ge=0, le=60)
+    """While an intrusion of its site is being verified, a fault is raised once its condition has held
+    this long instead (and the view is compared with the reference at every check): a covered or turned
+    camera then escalates the intrusion within seconds."""
     clear_after_s: float = Field(5.0, ge=0, le=3600)
     frozen_diff: float = Field(0.3, ge=0, le=255)
     """Frozen: mean absolute difference (grey levels) between checks below this. A live sensor's noise

@@ -43,6 +43,7 @@ from flux_secu.alerts.speakers import (
 )
 from flux_secu.alerts.tts import synthesise
 from flux_secu.config import Config, ContactConfig, SiteConfig, StoreConfig
+from flux_secu.incidents.lifecycle import Transition
 from flux_secu.logs import configure_from_env
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState
 from flux_secu.store import open_store
@@ -122,7 +123,8 @@ class Speaker:
             played += 1
             log.debug("warning_played", incident=incident.id, site=self.site.id, speaker=speaker.id)
         if played:
-            self.store.set_state(incident.id, IncidentState.WARNED)
+            # Refused (and fine) when the incident went on meanwhile: escalated, acknowledged...
+            self.store.transition(incident.id, Transition.WARNED, time.time(), {"speakers": played})
         if failures and self.escalation is not None:
             self.escalation.escalate.remote(incident, "Haut-parleur en panne : " + "; ".join(failures))
         return played
@@ -181,9 +183,10 @@ class Escalation:
         """Record the plan in the store (so a restart resumes it), then send what is due."""
         plan = {"reason": reason, "chain": order, "started_at": now, "step_s": step_s, "rounds": rounds,
                 "at_once": at_once}
-        if not self.store.record_event(incident.id, "escalated", now, plan, key="escalated"):
+        outcome = self.store.transition(incident.id, Transition.ESCALATED, now, plan)
+        if not outcome.applied:  # already escalated, or acknowledged or closed meanwhile
+            self.log.debug("escalation_refused", incident=incident.id, reason=outcome.reason)
             return False
-        self.store.set_state(incident.id, IncidentState.ESCALATED)
         self.log.debug("escalation_started", incident=incident.id, chain=order, at_once=at_once)
         self.active[incident.id] = _Active(incident, _steps(plan), reason)
         self._run_due(now)

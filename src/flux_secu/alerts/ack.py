@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flux_secu.rules.incident import IncidentState
+from flux_secu.incidents.lifecycle import Transition
 
 if TYPE_CHECKING:
     from flux_secu.store.base import Store
@@ -74,12 +74,11 @@ def load_secret(configured: str | None, var_dir: Path) -> bytes:
 
 
 def record_acknowledgement(store: Store, incident_id: str, by: str, via: str, now: float) -> bool:
-    """Record that ``by`` took the incident in charge; False when it already was (the first one stands).
+    """Record that ``by`` took the incident in charge; False when it already was (the first one stands)
+    or cannot be any more (closed).
 
     The one place that writes an acknowledgement, for the escalation actor and the API alike: every
     escalation actor stops an incident's chain at its next tick once this event is in the store.
     """
-    first = store.record_event(incident_id, "acknowledged", now, {"by": by, "via": via}, key="acknowledged")
-    if first:
-        store.set_state(incident_id, IncidentState.ACKNOWLEDGED)
-    return first
+    outcome = store.transition(incident_id, Transition.ACKNOWLEDGED, now, {"by": by, "via": via})
+    return outcome.applied

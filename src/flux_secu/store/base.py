@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flux_secu.incidents.lifecycle import Outcome, Transition
 from flux_secu.rules.incident import Incident, IncidentState
 
 
@@ -58,7 +59,12 @@ class Store(Protocol):
 
     def has_event(self, incident_id: str, key: str) -> bool: ...
 
-    def set_state(self, incident_id: str, state: IncidentState) -> None: ...
+    def transition(self, incident_id: str, transition: Transition, ts: float, data: dict[str, Any], *,
+                   kind: str | None = None, key: str | None = None) -> Outcome:
+        """Move the incident by ``transition`` (``incidents/lifecycle.py``) and append its event (``kind``,
+        default the transition's name; ``key``, default ``kind``), both in one atomic write. Refused,
+        writing nothing, when the stored state does not allow it or the key is already recorded."""
+        ...
 
     def incidents(self) -> list[StoredIncident]: ...
 

@@ -57,6 +57,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from flux_secu.incidents.lifecycle import Outcome, Transition, allowed_from, target
 from flux_secu.redact import redact_url
 from flux_secu.rules.incident import Incident, IncidentState
 from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident, StoreUnavailable
@@ -102,11 +103,28 @@ _RECORD_EVENT = _APPEND + """
 return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 """
 
-# KEYS: incident hash.  ARGV: state.  Like SQL's UPDATE: an unknown incident stays unknown (a bare
+# KEYS: incident hash, evkeys hash, seq, events stream.
+# ARGV: incident id, key, kind, ts, data, token, new state, allowed states (comma-separated).
+# Returns {applied (0/1), state after, reason}. The state is checked and changed with the event in one
+# script: no other client's transition can come between. An unknown incident stays unknown (a bare
 # hash holding only a state would make a later open_incident believe the incident existed).
-_SET_STATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'state', ARGV[1]) end
-return 0
+_TRANSITION = _APPEND + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, '', 'unknown incident'} end
+local seen = redis.call('HGET', KEYS[2], ARGV[2])
+if seen then
+  local owner = string.match(seen, '^%d+:(.*)$')
+  if owner == ARGV[6] then return {1, state, ''} end
+  return {0, state, 'already recorded'}
+end
+local allowed = false
+for s in string.gmatch(ARGV[8], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return {0, state, 'not allowed from ' .. state} end
+append(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'state', ARGV[7])
+return {1, ARGV[7], ''}
 """
 
 # KEYS: claims hash.  ARGV: key, value (JSON with a token), token
@@ -168,7 +186,7 @@ class RedisStore:
         )
         self._open_incident: Script = self._client.register_script(_OPEN_INCIDENT)
         self._record_event: Script = self._client.register_script(_RECORD_EVENT)
-        self._set_state: Script = self._client.register_script(_SET_STATE)
+        self._transition: Script = self._client.register_script(_TRANSITION)
         self._claim: Script = self._client.register_script(_CLAIM)
         self._events_of: Script = self._client.register_script(_EVENTS_OF)
         self._append_audit: Script = self._client.register_script(_APPEND_AUDIT)
@@ -200,9 +218,16 @@ class RedisStore:
         keys_key = self._key("evkeys", incident_id)
         return bool(self._call("has_event", lambda: self._client.hexists(keys_key, key)))
 
-    def set_state(self, incident_id: str, state: IncidentState) -> None:
-        keys = [self._key("incident", incident_id)]
-        self._call("set_state", lambda: self._set_state(keys, [str(state)]))
+    def transition(self, incident_id: str, transition: Transition, ts: float, data: dict[str, Any], *,
+                   kind: str | None = None, key: str | None = None) -> Outcome:
+        kind = kind or str(transition)
+        keys = [self._key("incident", incident_id), self._key("evkeys", incident_id), self._key("seq"),
+                self._key("events")]
+        allowed = ",".join(sorted(str(s) for s in allowed_from(transition)))
+        args = [incident_id, key or kind, kind, repr(float(ts)), json.dumps(data), _token(),
+                str(target(transition)), allowed]
+        applied, state, reason = self._call("transition", lambda: self._transition(keys, args))
+        return Outcome(bool(applied), IncidentState(state) if state else None, str(reason))
 
     def incidents(self) -> list[StoredIncident]:
         def read() -> list[tuple[str | None, str | None]]:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from flux_secu.incidents.lifecycle import Outcome, Transition, next_state
 from flux_secu.rules.incident import Incident, IncidentState
 from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident
 
@@ -116,8 +117,39 @@ class SQLiteStore:
         ).fetchone()
         return row is not None
 
-    def set_state(self, incident_id: str, state: IncidentState) -> None:
-        self._write("UPDATE incidents SET state = ? WHERE id = ?", (str(state), incident_id))
+    def transition(self, incident_id: str, transition: Transition, ts: float, data: dict[str, Any], *,
+                   kind: str | None = None, key: str | None = None) -> Outcome:
+        kind = kind or str(transition)
+        key = key or kind
+        # BEGIN IMMEDIATE takes the database's write lock first: the state read and the update below
+        # cannot interleave with another process's transition of the same incident.
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                outcome = self._transition(incident_id, transition, ts, data, kind, key)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return outcome
+
+    def _transition(self, incident_id: str, transition: Transition, ts: float, data: dict[str, Any],
+                    kind: str, key: str) -> Outcome:
+        row = self._db.execute("SELECT state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None:
+            return Outcome(False, None, "unknown incident")
+        current = IncidentState(row[0])
+        to = next_state(current, transition)
+        if to is None:
+            return Outcome(False, current, f"not allowed from {current}")
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO events (incident_id, key, kind, ts, data) VALUES (?, ?, ?, ?, ?)",
+            (incident_id, key, kind, ts, json.dumps(data)),
+        ).rowcount == 1
+        if not inserted:
+            return Outcome(False, current, "already recorded")
+        self._db.execute("UPDATE incidents SET state = ? WHERE id = ?", (str(to), incident_id))
+        return Outcome(True, to)
 
     def incidents(self) -> list[StoredIncident]:
         rows = self._db.execute("SELECT data, state FROM incidents ORDER BY opened_at, id").fetchall()
