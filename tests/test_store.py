@@ -229,6 +229,30 @@ def test_racing_transitions_apply_exactly_one(store_factory: StoreFactory) -> No
     assert kinds == (["deterred", "acknowledged"] if Transition.DETERRED in applied else ["acknowledged"])
 
 
+def test_the_outbox_keeps_each_intent_once_until_it_is_settled(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.add_intent("warn:i-1", "site-a", "warn", {"incident": {"id": "i-1"}}, 10.0)
+    assert not store.add_intent("warn:i-1", "site-a", "warn", {"other": 1}, 11.0)  # once
+    assert store.add_intent("notify:i-1:0", "site-a", "notify", {}, 12.0)
+    assert store.add_intent("warn:i-2", "site-b", "warn", {}, 9.0)
+    assert [i.key for i in store.pending_intents("site-a")] == ["warn:i-1", "notify:i-1:0"]  # oldest first
+    got = store_factory().get_intent("warn:i-1")  # another connection, another process
+    assert got is not None and got.data == {"incident": {"id": "i-1"}} and got.state == "pending"
+    assert (got.owner, got.kind, got.attempts, got.created) == ("site-a", "warn", 0, 10.0)
+    store.update_intent("notify:i-1:0", "pending", attempts=1, next_at=20.5, error="HTTP 503")
+    retry = store.get_intent("notify:i-1:0")
+    assert retry is not None and (retry.attempts, retry.next_at, retry.error) == (1, 20.5, "HTTP 503")
+    store.update_intent("warn:i-1", "done", attempts=1)
+    store.update_intent("notify:i-1:0", "failed", attempts=5, error="HTTP 503")
+    assert store.pending_intents("site-a") == []
+    assert [i.key for i in store.pending_intents("site-b")] == ["warn:i-2"]
+    assert store.get_intent("warn:i-1").state == "done"  # type: ignore[union-attr]
+    assert store.get_intent("notify:i-1:0").state == "failed"  # type: ignore[union-attr]
+    assert store.get_intent("nothing") is None
+    store.update_intent("nothing", "done", attempts=1)  # an unknown key stays unknown
+    assert store.get_intent("nothing") is None
+
+
 def test_claim(store_factory: StoreFactory) -> None:
     store, other = store_factory(), store_factory()
     assert store.claim("report:s:2026-11-25", 1.0, {"to": ["ops"]})

@@ -31,6 +31,7 @@ import structlog
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage
 from ray.exceptions import RayError
 
+from flux_secu.alerts import outbox
 from flux_secu.alerts.panic import (
     HTTP_STATUS,
     MAX_MESSAGE_BYTES,
@@ -43,6 +44,7 @@ from flux_secu.alerts.panic import (
 )
 from flux_secu.config import Config, PanicMqttConfig
 from flux_secu.logs import configure_from_env
+from flux_secu.store import open_store
 
 log = structlog.get_logger("flux_secu.panic")
 
@@ -66,10 +68,13 @@ class PanicIngress:
     """Verify -> hand over -> log, for one message from either channel. Thread-safe."""
 
     def __init__(self, verifier: PanicVerifier, dispatch: Dispatch,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 record: Callable[[PanicPress], None] | None = None) -> None:
         self.verifier = verifier
         self.dispatch = dispatch
         self.clock = clock
+        self.record = record
+        """Records the press as an intent in the store before it is handed over (None: not recorded)."""
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -87,8 +92,14 @@ class PanicIngress:
             log.warning("panic_rejected", site=safe_text(site), channel=channel, reason=str(exc.reason),
                         detail=exc.detail, device=safe_text(exc.device) if exc.device else None,
                         origin=origin or None)
-            return HTTP_STATUS[exc.reason], {"status": "rejected", "reason": str(exc.reason)}
+            if exc.press is None:
+                return HTTP_STATUS[exc.reason], {"status": "rejected", "reason": str(exc.reason)}
+            # Signed by a known button, but its clock is off: never dropped in silence. An incident asks
+            # the manager to call the agent back (not the police: it may be an old press replayed).
+            press = exc.press
         try:
+            if self.record is not None:
+                self.record(press)  # lost with this process or the escalation's: swept from the store
             incident = self.dispatch(press)
         except Exception as exc:  # the escalation is down: say so, and let the device send it again
             self.verifier.forget(press)
@@ -96,6 +107,10 @@ class PanicIngress:
             log.error("panic_dispatch_failed", site=press.site, device=press.device_id, channel=channel,
                       message_id=press.message_id, error=type(exc).__name__)
             return 503, {"status": "error", "reason": "escalation_unavailable"}
+        if press.stale:
+            self._count("stale_call_back")
+            return 202, {"status": "call_back", "reason": "stale", "incident": incident,
+                         "message_id": press.message_id}
         self._count(f"accepted_{channel}")
         handover_ms = round((self.clock() - press.received_at) * 1e3, 1)
         log.warning("panic_accepted", site=press.site, device=press.device_id, agent=press.agent,
@@ -333,8 +348,19 @@ class PanicIngressActor:
         if missing:
             raise ValueError(f"no escalation actor for site(s) with panic devices: {', '.join(missing)}")
         self.settings = config.panic
+        store = open_store(config.store)
+
+        def record(press: PanicPress) -> None:
+            from dataclasses import asdict
+
+            from flux_secu.actors.alerting import panic_incident_id
+
+            incident = panic_incident_id(press)
+            store.add_intent(outbox.panic_key(incident), press.site, outbox.PANIC, {"press": asdict(press)},
+                             time.time())
+
         self.ingress = PanicIngress(verifier_from_config(config), ray_dispatch(escalations),
-                                    clock or time.time)
+                                    clock or time.time, record)
         self.mqtt: MqttListener | None = None
         self.http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None

@@ -27,6 +27,8 @@ import numpy.typing as npt
 import ray
 import structlog
 
+from flux_secu.actors.alerting import request_escalation
+from flux_secu.alerts import outbox
 from flux_secu.config import CameraConfig, Config, HealthConfig
 from flux_secu.detect.detections import Detections
 from flux_secu.detect.model import load_labels
@@ -289,6 +291,9 @@ class RulesActor:
                   clip_time_s=incident.clip_time_s)
         speaker = self.speakers.get(meta.site)
         if speaker is not None:
+            # The intent first: a call lost with the site's alerts process is swept from the store.
+            self.store.add_intent(outbox.warn_key(incident.id), incident.site, outbox.WARN,
+                                  {"incident": incident.to_dict()}, time.time())
             self.pending.append(speaker.warn.remote(incident))
             live = 0.0 <= meta.sent_wall_ts - meta.capture_ts <= _LIVE_HANDOVER_MAX_S
             self.rechecks.schedule(incident, meta.capture_ts + self.config.rules.recheck_after_s, live=live)
@@ -405,7 +410,7 @@ class RulesActor:
     def _escalate(self, incident: Incident, reason: str) -> None:
         escalation = self.escalations.get(incident.site)
         if escalation is not None:
-            self.pending.append(escalation.escalate.remote(incident, reason))
+            self.pending.append(request_escalation(self.store, escalation, incident, reason))
 
     def _ended(self, meta: FrameMeta, change: PresenceEnded) -> None:
         incident = self.open_incidents.pop(meta.camera, None)

@@ -8,7 +8,7 @@ what callers use to avoid announcing anything twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from flux_secu.incidents.lifecycle import Outcome, Transition
 from flux_secu.rules.incident import Incident, IncidentState
@@ -38,6 +38,30 @@ class AuditRecord:
     action: str
     target: str
     data: dict[str, Any]
+
+
+IntentState = Literal["pending", "done", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An effect recorded before it is carried out (the outbox): a warning, an escalation, one
+    notification on one channel, a morning report, a panic press handed over.
+
+    Whoever owns it (``owner``: a site's alerts) carries it out and marks it ``done``; until then it is
+    ``pending`` and retried from the store after any crash, not before ``next_at``. ``failed`` once
+    the retries are spent (recorded, never retried again).
+    """
+
+    key: str
+    owner: str
+    kind: str
+    data: dict[str, Any]
+    state: IntentState = "pending"
+    attempts: int = 0
+    next_at: float = 0.0
+    created: float = 0.0
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +97,25 @@ class Store(Protocol):
     def claim(self, key: str, ts: float, data: dict[str, Any]) -> bool:
         """Record a one-off action outside any incident (a sent report); False when already claimed."""
         ...
+
+    # --- the outbox: effects recorded before they are carried out ------------------------------------
+
+    def add_intent(self, key: str, owner: str, kind: str, data: dict[str, Any], ts: float) -> bool:
+        """Record a pending intent; False when ``key`` exists (in whatever state)."""
+        ...
+
+    def get_intent(self, key: str) -> Intent | None: ...
+
+    def pending_intents(self, owner: str) -> list[Intent]:
+        """The owner's pending intents, oldest first (whatever their ``next_at``)."""
+        ...
+
+    def update_intent(self, key: str, state: IntentState, *, attempts: int, next_at: float = 0.0,
+                      error: str = "") -> None:
+        """Mark an intent done or failed, or keep it pending for a retry at ``next_at``."""
+        ...
+
+    # --- end of the outbox ---------------------------------------------------------------------------
 
     def put_setting(self, key: str, data: dict[str, Any]) -> None:
         """Set a small runtime setting (a site's arm/disarm override), replacing the previous value."""

@@ -11,6 +11,9 @@ Data layout (every key starts with ``{prefix}:``, so several deployments can sha
                                      and where each of the incident's events sits in the stream
     {prefix}:claims          hash    claim key -> JSON {ts, data, token}
     {prefix}:settings        hash    setting key -> JSON (last write wins)
+    {prefix}:outbox          hash    intent key -> JSON {owner, kind, data, state, attempts, next_at,
+                                     created, error, token}
+    {prefix}:outbox-pending:{owner}  zset  the owner's pending intent keys, score created
     {prefix}:audit           stream  the audit log (API); entry id ``{seq}-0``, fields ts, user, action,
                                      target, data (JSON); ``{prefix}:audit-seq`` numbers it
 
@@ -60,7 +63,14 @@ from redis.retry import Retry
 from flux_secu.incidents.lifecycle import Outcome, Transition, allowed_from, target
 from flux_secu.redact import redact_url
 from flux_secu.rules.incident import Incident, IncidentState
-from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident, StoreUnavailable
+from flux_secu.store.base import (
+    AuditRecord,
+    Intent,
+    IntentState,
+    StoredEvent,
+    StoredIncident,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger("flux_secu.store")
 
@@ -138,6 +148,33 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: outbox hash, the owner's pending zset.  ARGV: key, value (JSON with a token), token, created
+_ADD_INTENT = """
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if seen then
+  if cjson.decode(seen)['token'] == ARGV[3] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 1
+"""
+
+# KEYS: outbox hash, the owner's pending zset.  ARGV: key, state, attempts, next_at, error.  Sending it
+# again after a lost reply writes the same values: safe to retry as it is.
+_UPDATE_INTENT = """
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if not seen then return 0 end
+local intent = cjson.decode(seen)
+intent['state'] = ARGV[2]
+intent['attempts'] = tonumber(ARGV[3])
+intent['next_at'] = tonumber(ARGV[4])
+intent['error'] = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(intent))
+if ARGV[2] ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
+"""
+
 # KEYS: evkeys hash, events stream.  ARGV: after_seq.  One incident's events in seq order, read in
 # one consistent snapshot instead of scanning the whole log.
 _EVENTS_OF = """
@@ -188,6 +225,8 @@ class RedisStore:
         self._record_event: Script = self._client.register_script(_RECORD_EVENT)
         self._transition: Script = self._client.register_script(_TRANSITION)
         self._claim: Script = self._client.register_script(_CLAIM)
+        self._add_intent: Script = self._client.register_script(_ADD_INTENT)
+        self._update_intent: Script = self._client.register_script(_UPDATE_INTENT)
         self._events_of: Script = self._client.register_script(_EVENTS_OF)
         self._append_audit: Script = self._client.register_script(_APPEND_AUDIT)
         self._call("connect", self._client.ping)
@@ -265,6 +304,39 @@ class RedisStore:
         value = json.dumps({"ts": ts, "data": data, "token": token})
         keys = [self._key("claims")]
         return bool(self._call("claim", lambda: self._claim(keys, [key, value, token])))
+
+    # --- the outbox --------------------------------------------------------------------------------
+
+    def add_intent(self, key: str, owner: str, kind: str, data: dict[str, Any], ts: float) -> bool:
+        token = _token()
+        value = json.dumps({"owner": owner, "kind": kind, "data": data, "state": "pending", "attempts": 0,
+                            "next_at": 0.0, "created": ts, "error": "", "token": token})
+        keys = [self._key("outbox"), self._key("outbox-pending", owner)]
+        return bool(self._call("add_intent", lambda: self._add_intent(keys, [key, value, token, repr(ts)])))
+
+    def get_intent(self, key: str) -> Intent | None:
+        value = self._call("get_intent", lambda: self._client.hget(self._key("outbox"), key))
+        return None if value is None else _intent(key, value)
+
+    def pending_intents(self, owner: str) -> list[Intent]:
+        def read() -> list[tuple[str, str | None]]:
+            keys: list[str] = self._client.zrange(self._key("outbox-pending", owner), 0, -1)
+            values = self._client.hmget(self._key("outbox"), keys) if keys else []
+            return list(zip(keys, values, strict=True))
+
+        intents = [_intent(k, v) for k, v in self._call("pending_intents", read) if v is not None]
+        return [i for i in intents if i.state == "pending"]
+
+    def update_intent(self, key: str, state: IntentState, *, attempts: int, next_at: float = 0.0,
+                      error: str = "") -> None:
+        intent = self.get_intent(key)
+        if intent is None:
+            return
+        keys = [self._key("outbox"), self._key("outbox-pending", intent.owner)]
+        args = [key, state, attempts, repr(float(next_at)), error]
+        self._call("update_intent", lambda: self._update_intent(keys, args))
+
+    # --- end of the outbox ---------------------------------------------------------------------------
 
     def put_setting(self, key: str, data: dict[str, Any]) -> None:
         # A plain overwrite: sending it twice after a lost reply leaves the same value.
@@ -352,3 +424,9 @@ def _event(entry_id: str, fields: dict[str, str] | list[str]) -> StoredEvent:
         seq=int(entry_id.split("-", 1)[0]), incident_id=fields["incident"], key=fields["key"],
         kind=fields["kind"], ts=float(fields["ts"]), data=json.loads(fields["data"]),
     )
+
+
+def _intent(key: str, value: str) -> Intent:
+    d = json.loads(value)
+    return Intent(key, d["owner"], d["kind"], d["data"], d["state"], int(d["attempts"]), float(d["next_at"]),
+                  float(d["created"]), d.get("error", ""))

@@ -10,7 +10,7 @@ from typing import Any
 
 from flux_secu.incidents.lifecycle import Outcome, Transition, next_state
 from flux_secu.rules.incident import Incident, IncidentState
-from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident
+from flux_secu.store.base import AuditRecord, Intent, IntentState, StoredEvent, StoredIncident
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -49,6 +49,18 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS outbox (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(owner, state);
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -169,6 +181,32 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO claims (key, ts, data) VALUES (?, ?, ?)", (key, ts, json.dumps(data))
         ) == 1
 
+    # --- the outbox --------------------------------------------------------------------------------
+
+    def add_intent(self, key: str, owner: str, kind: str, data: dict[str, Any], ts: float) -> bool:
+        return self._write(
+            "INSERT OR IGNORE INTO outbox (key, owner, kind, data, state, created) VALUES (?, ?, ?, ?, ?, ?)",
+            (key, owner, kind, json.dumps(data), "pending", ts),
+        ) == 1
+
+    _INTENT = "SELECT key, owner, kind, data, state, attempts, next_at, created, error FROM outbox"
+
+    def get_intent(self, key: str) -> Intent | None:
+        row = self._db.execute(self._INTENT + " WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _intent(row)
+
+    def pending_intents(self, owner: str) -> list[Intent]:
+        rows = self._db.execute(self._INTENT + " WHERE owner = ? AND state = 'pending' ORDER BY created, key",
+                                (owner,)).fetchall()
+        return [_intent(r) for r in rows]
+
+    def update_intent(self, key: str, state: IntentState, *, attempts: int, next_at: float = 0.0,
+                      error: str = "") -> None:
+        self._write("UPDATE outbox SET state = ?, attempts = ?, next_at = ?, error = ? WHERE key = ?",
+                    (state, attempts, next_at, error, key))
+
+    # --- end of the outbox ---------------------------------------------------------------------------
+
     def put_setting(self, key: str, data: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT INTO settings (key, data) VALUES (?, ?) "
@@ -207,3 +245,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _intent(row: tuple[Any, ...]) -> Intent:
+    key, owner, kind, data, state, attempts, next_at, created, error = row
+    return Intent(key, owner, kind, json.loads(data), state, int(attempts), float(next_at), float(created),
+                  error)
