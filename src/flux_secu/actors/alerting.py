@@ -350,19 +350,27 @@ class Escalation:
             if self.store.has_event(incident_id, "acknowledged"):
                 del self.active[incident_id]  # acknowledged elsewhere (API, another actor): stop
                 continue
-            for step in policy.due(active.steps, now, active.done, active.early):
-                contact = self.all_contacts.get(step.contact)
-                outcome = "failed" if contact is None else self._notify_step(active, contact, step, now)
-                if outcome == "waiting":
-                    continue
-                active.done.add(step.key)
-                if outcome == "failed":  # nobody reached on any channel: call the next contact now
-                    after = [s for s in active.steps if s.due_at > step.due_at and s.key not in active.done]
-                    if after:
-                        active.early.add(min(after, key=lambda s: s.due_at).key)
+            while self._run_steps(active, now):
+                pass  # a contact given up calls the next one in the same tick
             if len(active.done) >= len(active.steps):
                 self.log.warning("escalation_exhausted", incident=incident_id)
                 del self.active[incident_id]
+
+    def _run_steps(self, active: _Active, now: float) -> bool:
+        """Send the steps due; True when a contact given up made the next one due at once."""
+        called_early = False
+        for step in policy.due(active.steps, now, active.done, active.early):
+            contact = self.all_contacts.get(step.contact)
+            outcome = "failed" if contact is None else self._notify_step(active, contact, step, now)
+            if outcome == "waiting":
+                continue
+            active.done.add(step.key)
+            if outcome == "failed" and contact is not None:  # reached on no channel: the next one now
+                after = [s for s in active.steps if s.due_at > step.due_at and s.key not in active.done]
+                if after:
+                    active.early.add(min(after, key=lambda s: s.due_at).key)
+                    called_early = True
+        return called_early
 
     def _notify_step(self, active: _Active, contact: ContactConfig, step: policy.Step, now: float) -> str:
         """One step: the contact notified on each channel, once. ``done`` once every channel was sent or
