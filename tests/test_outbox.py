@@ -203,3 +203,94 @@ def test_intents_whose_call_was_lost_are_carried_out_once_by_the_site_alerts(
         assert [e.kind for e in store.events(warned.id)].count("warning") == 1
     finally:
         ray.kill(host, no_restart=True)
+
+
+def panic_config(tmp_path: Path, receiver: Receiver) -> Any:
+    def edit(d: dict[str, Any]) -> None:
+        d["notifications"] = {"dry_run": False, "public_url": "https://flux.example.org"}
+        d["sites"][0]["escalation"] = {
+            "ack_timeout_s": 600, "rounds": 1, "report_at": None,
+            "contacts": [{"name": "Alice", "channels": [f"json://127.0.0.1:{receiver.port}/alice"]}],
+            "police": {"name": "Police", "channels": [f"json://127.0.0.1:{receiver.port}/police"]},
+            "manager": {"name": "Manager", "channels": [f"json://127.0.0.1:{receiver.port}/manager"]},
+        }
+        d["sites"][0]["panic"] = {"devices": [{"id": "btn-1", "agent": "Agent Dupont", "secret": SECRET}]}
+
+    return build_config(tmp_path, edit)
+
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.slow
+def test_a_panic_press_whose_hand_over_failed_is_carried_out_once(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    """The ingress verified and recorded the press, then could not hand it over (the escalation was
+    down): it answers 503, the site's alerts carry the press out from the store anyway, and the
+    device's resend lands on the same incident: the police are told once."""
+    import ray
+
+    from flux_secu.actors.panic import PanicIngress, panic_recorder
+    from flux_secu.actors.site_alerts import SiteAlerts
+    from flux_secu.alerts.panic import press_payload, verifier_from_config
+
+    config = panic_config(tmp_path, receiver)
+    store = SQLiteStore(config.store.path)
+    host = SiteAlerts.remote(config.sites, config)
+    _, escalations = ray.get(host.roles.remote())
+
+    def down(press: Any) -> str:
+        raise RuntimeError("escalation unavailable")
+
+    ingress = PanicIngress(verifier_from_config(config), down, record=panic_recorder(store))
+    raw = press_payload("site-test", "btn-1", SECRET, int(time.time()), "nonce-0001")
+    try:
+        assert ingress.handle("site-test", raw, "http")[0] == 503
+        receiver.wait_for(2, timeout=30)  # swept from the store: the police and the manager are told
+        assert sorted(receiver.paths()) == ["/manager", "/police"]
+        (incident,) = [s.incident for s in store.incidents()]
+        ingress.dispatch = lambda press: str(ray.get(escalations["site-test"].panic.remote(press)))
+        status, answer = ingress.handle("site-test", raw, "http")  # the device sends it again
+        assert status == 202 and answer["incident"] == incident.id
+        assert ray.get(host.sweep.remote(time.time() + 60)) == 0
+        assert sorted(receiver.paths()) == ["/manager", "/police"]  # once each
+    finally:
+        ray.kill(host, no_restart=True)
+
+
+@pytest.mark.slow
+def test_a_signed_press_with_a_stale_clock_asks_the_manager_to_call_back(
+    tmp_path: Path, receiver: Receiver, ray_session: None
+) -> None:
+    import ray
+
+    from flux_secu.actors.panic import PanicIngress, panic_recorder
+    from flux_secu.actors.site_alerts import SiteAlerts
+    from flux_secu.alerts.panic import press_payload, verifier_from_config
+
+    config = panic_config(tmp_path, receiver)
+    store = SQLiteStore(config.store.path)
+    host = SiteAlerts.remote(config.sites, config)
+    _, escalations = ray.get(host.roles.remote())
+    ingress = PanicIngress(verifier_from_config(config),
+                           lambda press: str(ray.get(escalations["site-test"].panic.remote(press))),
+                           record=panic_recorder(store))
+    drifted = int(time.time()) - 3600  # the button's clock is an hour late
+    try:
+        status, answer = ingress.handle("site-test", press_payload("site-test", "btn-1", SECRET, drifted,
+                                                                   "nonce-0002"), "mqtt")
+        assert status == 202 and answer["status"] == "call_back"
+        receiver.wait_for(1)
+        assert receiver.paths() == ["/manager"]  # a call back, not the police
+        assert "horloge décalée" in receiver.posts[0][1]["message"]
+        (stored,) = store.incidents()
+        assert stored.incident.kind is IncidentKind.PANIC and stored.incident.id == answer["incident"]
+        proof = next(e.data for e in store.events(stored.incident.id) if e.kind == "panic_proof")
+        assert proof["stale"] is True and proof["pressed_at"] == drifted
+        # A forged press with the same stale clock is still refused outright.
+        forged = press_payload("site-test", "btn-1", "not-the-secret-0000000000", drifted, "nonce-0003")
+        assert ingress.handle("site-test", forged, "mqtt")[0] == 401
+        assert len(store.incidents()) == 1
+    finally:
+        ray.kill(host, no_restart=True)

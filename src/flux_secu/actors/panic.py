@@ -127,6 +127,20 @@ class PanicIngress:
             self._counts[key] += 1
 
 
+def panic_recorder(store: Any) -> Callable[[PanicPress], None]:
+    """Records a press as an intent in the store before it is handed over: if the hand-over is lost (the
+    escalation's process died, this one died), the site's alerts carry it out from the store."""
+    from dataclasses import asdict
+
+    from flux_secu.actors.alerting import panic_incident_id
+
+    def record(press: PanicPress) -> None:
+        store.add_intent(outbox.panic_key(panic_incident_id(press)), press.site, outbox.PANIC,
+                         {"press": asdict(press)}, time.time())
+
+    return record
+
+
 def ray_dispatch(escalations: Mapping[str, Any], attempts: int = 3, timeout_s: float = 5.0) -> Dispatch:
     """Calls ``escalations[site].panic.remote(press)`` and waits for the incident id.
 
@@ -348,19 +362,8 @@ class PanicIngressActor:
         if missing:
             raise ValueError(f"no escalation actor for site(s) with panic devices: {', '.join(missing)}")
         self.settings = config.panic
-        store = open_store(config.store)
-
-        def record(press: PanicPress) -> None:
-            from dataclasses import asdict
-
-            from flux_secu.actors.alerting import panic_incident_id
-
-            incident = panic_incident_id(press)
-            store.add_intent(outbox.panic_key(incident), press.site, outbox.PANIC, {"press": asdict(press)},
-                             time.time())
-
         self.ingress = PanicIngress(verifier_from_config(config), ray_dispatch(escalations),
-                                    clock or time.time, record)
+                                    clock or time.time, panic_recorder(open_store(config.store)))
         self.mqtt: MqttListener | None = None
         self.http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None

@@ -50,7 +50,8 @@ def compose(
     when = f"{local:%d/%m/%Y à %H:%M:%S}"
     if incident.kind == IncidentKind.PANIC:
         title = f"[flux-secu] ALERTE AGENT - {site_name}"
-        body = f"Bouton d'alerte déclenché sur le site {site_name} le {when} ({incident.label})."
+        body = (f"Bouton d'alerte déclenché sur le site {site_name} le {when} ({incident.label})."
+                f"{' ' + reason if reason else ''}")
     else:
         title = f"[flux-secu] Intrusion - {site_name}"
         body = (f"Personne détectée sur le site fermé {site_name} (caméra {incident.camera}) le {when}."
