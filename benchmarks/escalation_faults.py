@@ -171,7 +171,7 @@ sites:
                 receipts[(i, path.strip("/"))] += 1
     received = {k for k in receipts if k in due}
     result: dict[str, Any] = {
-        "benchmark": "faults", "machine": describe(), "seed": args.seed,
+        "benchmark": "escalation_faults", "machine": describe(), "seed": args.seed,
         "intrusions": len(incidents), "faults": dict(faults),
         "escalated_as_due": sum(all((i, c) in received for c in contacts) for i in incidents),
         "notifications_expected": len(due), "notifications_received": len(received),
@@ -180,7 +180,7 @@ sites:
         "wall_s": round(time.time() - started, 1),
     }
     shutil.rmtree(work, ignore_errors=True)
-    publish("faults", result)
+    publish("escalation_faults", result)
 
 
 if __name__ == "__main__":
