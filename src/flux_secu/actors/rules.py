@@ -126,27 +126,31 @@ class RulesActor:
         """
         window = self.config.rules.recheck_after_s + RESTORE_MARGIN_S
         in_progress = (IncidentState.OPEN, IncidentState.WARNED)
+        now = time.time()
         for stored in self.store.incidents():
             inc = stored.incident
             if inc.kind != IncidentKind.INTRUSION or stored.state not in in_progress:
                 continue
-            keys = {e.key for e in self.store.events(inc.id)}
-            if abs(time.time() - inc.opened_at) > window:
+            events = self.store.events(inc.id)
+            recheck = next((e for e in events if e.kind == "recheck"), None)
+            if abs(now - inc.opened_at) > window:
                 # Down for longer than the recheck: nobody knows whether the intruder left. Lose no
                 # alert: the on-call chain decides.
-                missed = {"still_there": None, "missed": True}
-                if self.store.record_event(inc.id, "recheck", time.time(), missed):
+                if self.store.record_event(inc.id, "recheck_missed", now, {"missed": True}):
                     self._escalate(inc, "Vérification impossible après un redémarrage.")
                 continue
-            if "presence_ended" in {k.split(":")[0] for k in keys}:
-                continue
-            self.open_incidents[inc.camera] = inc.id
-            self.site_incident[inc.site] = (inc.id, inc.opened_at, inc.camera)
-            self.restored.add(inc.id)
             self.incident_cameras[inc.id] = {inc.camera} | {
-                str(e.data["camera"]) for e in self.store.events(inc.id) if e.kind == "seen_by"}
-            if "recheck" not in keys and inc.site in self.speakers:
+                str(e.data["camera"]) for e in events if e.kind == "seen_by"}
+            if not any(e.kind == "presence_ended" for e in events):
+                # Still in view when the process died: a presence confirmed again on that camera joins it.
+                self.open_incidents[inc.camera] = inc.id
+                self.site_incident[inc.site] = (inc.id, inc.opened_at, inc.camera)
+                self.restored.add(inc.id)
+            if recheck is None:
                 self.rechecks.schedule(inc, inc.opened_at + self.config.rules.recheck_after_s, live=True)
+            elif recheck.data.get("verdict") == "deterred":  # died while the views settled: settle again
+                settle = self._settle_s(sorted(self.incident_cameras[inc.id]), live=True)
+                self.rechecks.schedule(inc, now + settle, live=True, settling=True, checked_ts=recheck.ts)
             log.info("incident_restored", incident=inc.id, camera=inc.camera, state=str(stored.state))
 
     # --- per frame --------------------------------------------------------------------------------
