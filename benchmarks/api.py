@@ -43,7 +43,7 @@ def config(tmp: Path) -> Any:
     return parse_config(yaml.safe_load(f"""
 model: {{path: {ASSETS / "models" / "yolox_nano.onnx"}, labels: {ASSETS / "models" / "coco80_labels.txt"}}}
 store: {{path: {tmp / "bench.db"}}}
-notifications: {{dry_run: true, ack_secret: bench-secret-of-some-length}}
+notifications: {{dry_run: true, ack_secret: bench-secret-of-some-length-32-characters}}
 api: {{port: 0, users: [{{name: bench, role: admin, password_hash: "{hash_password(PASSWORD)}"}}]}}
 sites:
   - id: site-a

@@ -114,7 +114,8 @@ def run(
             raise typer.Exit(1) from None
         if "api" in started:
             log.info("api_listening", url=started["api"])
-        where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
+        where = (redact_url(cfg.store.url.get_secret_value()) if cfg.store.kind == "redis"
+                 else str(cfg.store.path))
         log.info("running", sites=len(cfg.sites), cameras=started["cameras"], store=where,
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")
         if detach:
