@@ -67,6 +67,7 @@ from flux_secu.api.views import (
     site_view,
 )
 from flux_secu.config import Config
+from flux_secu.redact import redact_text
 from flux_secu.rules.incident import IncidentKind, IncidentState
 from flux_secu.store.base import Store, StoredIncident, StoreUnavailable, verify_audit_chain
 
@@ -334,6 +335,8 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
             if site is not None and s.id != site:
                 continue
             stats = backend.camera_stats(cam_id)
+            if stats is not None:  # an error text may quote the camera's URL, credentials and all
+                stats = {k: redact_text(v) if isinstance(v, str) else v for k, v in stats.items()}
             status = "fault" if cam_id in faults else health.status(cam_id, stats)
             out.append({"id": cam_id, "site": s.id, "site_name": s.name, "health": status,
                         "detect_fps": cam.detect_fps, "stats": stats,
