@@ -78,6 +78,12 @@ def run(
     if detach and address is None:
         typer.echo("flux-secu: --detach needs --address (an embedded Ray ends with this command)", err=True)
         raise typer.Exit(EXIT_CONFIG)
+    if address is not None and cfg.store.kind == "sqlite":
+        # Actors on several nodes would each open their own file (or share one over a network
+        # filesystem, where SQLite's locks do not hold): incidents lost or acknowledged twice.
+        typer.echo("flux-secu: store.kind sqlite cannot serve a cluster (--address): use store.kind redis",
+                   err=True)
+        raise typer.Exit(EXIT_CONFIG)
     from flux_secu.actors.graph import init_local_ray
     from flux_secu.actors.supervisor import create_supervisor, error_text
     from flux_secu.store import open_store
@@ -404,6 +410,8 @@ def _override(config: Path, site: str, armed: bool, seconds: float, by: str, sto
     db = open_store(store_cfg)
     until = time.time() + seconds
     db.put_setting(override_key(site), {"armed": armed, "until": until, "by": by, "set_at": time.time()})
+    db.append_audit(time.time(), by, "arm" if armed else "disarm", site,
+                    {"via": "cli", "until": until, "os_user": _os_user()})
     db.close()
     state = "armed" if armed else "disarmed"
     local = datetime.fromtimestamp(until, cfg.site_timezone(next(s for s in cfg.sites if s.id == site)))
@@ -437,6 +445,16 @@ app.add_typer(evidence_app, name="evidence")
 StoreOption = Annotated[
     Path | None, typer.Option("--store", help="SQLite file instead of the config's store.")
 ]
+
+
+def _os_user() -> str:
+    """Who ran the command on this machine (the audit keeps it beside ``--by``, which anyone may type)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _evidence_store(config: Path, store: Path | None) -> tuple[Config, Any]:
@@ -474,6 +492,8 @@ def evidence_hold(
     _, db = _evidence_store(config, store)
     try:
         set_legal_hold(db, incident, not release, by, time.time())
+        db.append_audit(time.time(), by, "legal_hold", incident,
+                        {"via": "cli", "hold": not release, "os_user": _os_user()})
     except KeyError as exc:
         typer.echo(f"flux-secu: {exc.args[0]}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
