@@ -368,3 +368,30 @@ def test_cli_arm_disarm_and_legal_hold_are_audited(server: Server) -> None:
     log = [(u, a, t, d.get("via")) for u, a, t, d in server.audit()]
     assert ("alice", "disarm", "site-test", "cli") in log and ("alice", "arm", "site-test", "cli") in log
     assert ("bob", "legal_hold", inc, "cli") in log
+
+
+# --- pure pieces ----------------------------------------------------------------------------------------
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
+    import ipaddress
+
+    from flux_secu.api.guard import client_address
+
+    proxy = [ipaddress.ip_network("10.0.0.1/32")]
+    assert client_address("198.51.100.7", "1.2.3.4", proxy) == "198.51.100.7"  # not from the proxy
+    assert client_address("10.0.0.1", "6.6.6.6, 203.0.113.9", proxy) == "203.0.113.9"  # right-most
+    assert client_address("10.0.0.1", "junk", proxy) == "10.0.0.1"
+    assert client_address("10.0.0.1", "203.0.113.9", []) == "10.0.0.1"  # no proxy configured
+
+
+def test_an_unknown_name_is_checked_against_a_hash_of_the_users_own_cost() -> None:
+    from argon2 import extract_parameters
+
+    from flux_secu.api.auth import Authenticator
+    from flux_secu.config import ApiUserConfig
+
+    user = ApiUserConfig(name="marc", role="operator", password_hash=CHEAP.hash("x" * 12))
+    auth = Authenticator([user], b"k" * 32, 60.0)
+    assert extract_parameters(auth._dummy) == extract_parameters(user.password_hash.get_secret_value())
+    assert auth.check_password("nobody", "x" * 12) is None
