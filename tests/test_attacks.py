@@ -9,6 +9,7 @@ tests do not depend on each other's order.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -395,3 +396,39 @@ def test_an_unknown_name_is_checked_against_a_hash_of_the_users_own_cost() -> No
     auth = Authenticator([user], b"k" * 32, 60.0)
     assert extract_parameters(auth._dummy) == extract_parameters(user.password_hash.get_secret_value())
     assert auth.check_password("nobody", "x" * 12) is None
+
+
+def test_the_audit_chain_purge_and_revocations_on_each_store(store_factory: Any) -> None:
+    from flux_secu.store.base import verify_audit_chain
+
+    store = store_factory()
+    for i in range(6):
+        store.append_audit(1000.0 + i, "zoe", "incident_view", f"inc-{i}", {"ip": "10.0.0.1"})
+    records = store.audit_log()
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6] and verify_audit_chain(records) is None
+    # Altered, or one removed: the chain names the first record that no longer fits.
+    altered = [*records[:2], dataclasses.replace(records[2], user="marc"), *records[3:]]
+    assert verify_audit_chain(altered) == 3
+    assert verify_audit_chain([*records[:3], *records[4:]]) == 5
+    assert store.purge_audit(1003.0, "admin", 2000.0) == 3
+    kept = store_factory().audit_log()  # a second store object on the same data sees the same
+    assert [r.target for r in kept] == ["inc-3", "inc-4", "inc-5", "audit"]
+    assert kept[-1].action == "audit_purged" and kept[-1].data["removed"] == 3
+    assert verify_audit_chain(kept) is None
+    store.append_audit(2001.0, "zoe", "login", "", {})
+    assert verify_audit_chain(store.audit_log()) is None
+    now = time.time()
+    store.revoke("session:abc", now + 60)
+    assert store.is_revoked("session:abc", now) and not store.is_revoked("session:other", now)
+
+
+def test_the_generated_secret_file_is_private_from_the_start_and_shared(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flux_secu.alerts.ack import load_secret
+
+    with ThreadPoolExecutor(8) as pool:
+        secrets_seen = set(pool.map(lambda _: load_secret(None, tmp_path / "var"), range(16)))
+    assert len(secrets_seen) == 1 and len(secrets_seen.pop()) == 64  # everyone agrees on one
+    assert (tmp_path / "var" / "ack.key").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["ack.key"]  # no temporary file left

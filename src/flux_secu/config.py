@@ -692,7 +692,8 @@ class ApiConfig(_Strict):
     address never locks a user out; an address is also capped over all names (20x this)."""
     login_window_s: float = Field(300.0, gt=0, le=86400)
     login_concurrency: int = Field(2, ge=1, le=64)
-    """Password checks run at once (argon2 takes tens of MiB each); more logins wait, then get 503."""
+    """Password checks run at once (argon2 takes tens of MiB each); more logins wait (up to 10 s), then
+    get 429."""
     secure_cookies: bool | None = None
     """Session cookie ``Secure`` (HTTPS only). Default: on unless ``host`` is a loopback address
     (local development); behind the TLS reverse proxy keep it on."""

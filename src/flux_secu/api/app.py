@@ -246,8 +246,10 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         try:
             user = auth.check_password(body.name, body.password)
         except HashingBusy as exc:
-            throttle.succeeded(address, body.name)  # not a wrong password: do not count it
-            raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from None
+            # Not a wrong password: not counted. 429, not 503: the server is fine, there are too many
+            # logins at once (a flood), and the client should retry later.
+            throttle.succeeded(address, body.name)
+            raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
         if user is None:
             audit(body.name, "login_failed", "", request)
             raise HTTPException(401, "wrong user name or password")

@@ -58,12 +58,17 @@ def audit_hash(prev: str, seq: int, ts: float, user: str, action: str, target: s
 
 def verify_audit_chain(records: list[AuditRecord]) -> int | None:
     """The ``seq`` of the first record that does not chain (altered, inserted, or one before it
-    removed outside a purge), or None when the whole log chains. The first record may chain to a
+    removed outside a purge), or None when the whole log chains. Records from before the chain (no
+    hash, at the start of the log) are not checked. The first record may chain to a
     purge's anchor (named by the ``audit_purged`` record that removed the records before it)."""
     anchors = {""} | {str(r.data.get("anchor")) for r in records
                       if r.action == "audit_purged" and r.data.get("anchor")}
     prev: str | None = None
-    for r in records:
+    # Records written before the chain existed (an older store) have no hash: only at the start.
+    start = 0
+    while start < len(records) and not records[start].hash and not records[start].prev:
+        start += 1
+    for r in records[start:]:
         expected = audit_hash(r.prev, r.seq, r.ts, r.user, r.action, r.target, r.data)
         if r.hash != expected or (r.prev not in anchors if prev is None else r.prev != prev):
             return r.seq
