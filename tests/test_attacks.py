@@ -432,3 +432,31 @@ def test_the_generated_secret_file_is_private_from_the_start_and_shared(tmp_path
     assert len(secrets_seen) == 1 and len(secrets_seen.pop()) == 64  # everyone agrees on one
     assert (tmp_path / "var" / "ack.key").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in (tmp_path / "var").iterdir()] == ["ack.key"]  # no temporary file left
+
+
+def test_a_known_device_gets_the_next_hashing_slot_before_a_flood() -> None:
+    from flux_secu.api.auth import HashingGate
+
+    gate = HashingGate(1)
+    assert gate.acquire(False, 1.0)  # a guess is being hashed
+    order: list[str] = []
+
+    def wait(name: str, first: bool) -> None:
+        assert gate.acquire(first, 30.0)
+        order.append(name)
+        gate.release()
+
+    flood = threading.Thread(target=wait, args=("flood", False))
+    flood.start()
+    known = threading.Thread(target=wait, args=("known", True))
+    known.start()
+    deadline = time.monotonic() + 10
+    while gate._first_waiting == 0:  # the known device is queued (the flood cannot pass it now)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gate.release()
+    known.join(10)
+    flood.join(10)
+    assert order == ["known", "flood"]
+    assert gate.acquire(False, 0.0)  # the slot is back
+    gate.release()

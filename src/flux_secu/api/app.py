@@ -244,7 +244,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
             raise HTTPException(429, f"too many failed logins, try again in {int(wait) + 1} s",
                                 headers={"Retry-After": str(int(wait) + 1)})
         try:
-            user = auth.check_password(body.name, body.password)
+            user = auth.check_password(body.name, body.password, known=throttle.known(address, body.name))
         except HashingBusy as exc:
             # Not a wrong password: not counted. 429, not 503: the server is fine, there are too many
             # logins at once (a flood), and the client should retry later.
@@ -254,6 +254,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
             audit(body.name, "login_failed", "", request)
             raise HTTPException(401, "wrong user name or password")
         throttle.succeeded(address, body.name)
+        throttle.remember(address, body.name)
         token = auth.issue(user)
         response.set_cookie(COOKIE, token, max_age=int(auth.ttl_s), httponly=True, samesite="lax",
                             secure=api_cfg.cookies_secure, path="/")

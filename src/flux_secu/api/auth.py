@@ -16,7 +16,8 @@ No Ray and no HTTP here: the FastAPI app (``api/app.py``) only calls these.
   someone elsewhere cannot lock the on-call user out of their own device; past the limit each further
   try waits twice as long as the one before, never longer than the window. An address is also capped
   over all names (spraying). Memory is bounded: the oldest keys are forgotten first.
-- Password checks (argon2: tens of MiB each) run at most ``concurrency`` at once; an unknown name is
+- Password checks (argon2: tens of MiB each) run at most ``concurrency`` at once, a (device, name)
+  that logged in before served first (:class:`HashingGate`); an unknown name is
   checked against a dummy hash made with the same parameters as the configured users' hashes, so
   both answers cost the same.
 """
@@ -90,16 +91,17 @@ class Authenticator:
         dummy_hasher = PasswordHasher.from_parameters(params) if params else PasswordHasher()
         self._dummy = dummy_hasher.hash(secrets.token_hex(16))
         self._serializer = URLSafeTimedSerializer(derive_key(secret, "session"), salt="session")
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._slots = HashingGate(concurrency)
         self._wait_s = wait_s
         self.ttl_s = ttl_s
 
-    def check_password(self, name: str, password: str) -> User | None:
+    def check_password(self, name: str, password: str, *, known: bool = False) -> User | None:
         """The user when the password is right; None otherwise. Raises :class:`HashingBusy` when no
-        hashing slot frees within ``wait_s``."""
+        hashing slot frees within ``wait_s``. ``known``: a (device, name) that logged in before; it
+        goes before the others in the queue, so a flood of guesses does not keep its user out."""
         user = self._users.get(name)
         encoded = user.password_hash.get_secret_value() if user else self._dummy
-        if not self._slots.acquire(timeout=self._wait_s):
+        if not self._slots.acquire(known, self._wait_s):
             raise HashingBusy("too many logins at once, try again")
         try:
             self._hasher.verify(encoded, password)
@@ -137,6 +139,36 @@ class Authenticator:
         return hashlib.sha256(material).hexdigest()[:16]
 
 
+class HashingGate:
+    """At most ``slots`` holders at once; waiters marked ``first`` get a free slot before the others."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._first_waiting = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, first: bool, timeout_s: float) -> bool:
+        with self._cond:
+            if first:
+                self._first_waiting += 1
+            try:
+                got = self._cond.wait_for(lambda: self._free > 0 and (first or self._first_waiting == 0),
+                                          timeout_s)
+            finally:
+                if first:
+                    self._first_waiting -= 1
+            if got:
+                self._free -= 1
+            else:
+                self._cond.notify_all()  # a waiter that gave up may have been what held the others
+            return bool(got)
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 class LoginThrottle:
     """Failed logins per (address, name) and per address, in a sliding window of ``window_s``.
 
@@ -152,6 +184,7 @@ class LoginThrottle:
         self.clock = clock
         self.max_keys = max_keys
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._known: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     def begin(self, address: str, name: str) -> float:
@@ -177,6 +210,18 @@ class LoginThrottle:
             failures = self._failures.get(f"addr:{address}")
             if failures:
                 failures.pop()
+
+    def remember(self, address: str, name: str) -> None:
+        """This user logged in from this address: later logins from there are :meth:`known`."""
+        with self._lock:
+            self._known[f"{address}|{name}"] = self.clock()
+            self._known.move_to_end(f"{address}|{name}")
+            while len(self._known) > self.max_keys:
+                self._known.popitem(last=False)
+
+    def known(self, address: str, name: str) -> bool:
+        with self._lock:
+            return f"{address}|{name}" in self._known
 
     def keys(self) -> int:
         with self._lock:
