@@ -467,3 +467,11 @@ def test_a_known_device_gets_the_next_hashing_slot_before_a_flood() -> None:
     assert order == ["known", "flood"]
     assert gate.acquire(False, 0.0)  # the slot is back
     gate.release()
+
+
+def test_session_cookies_are_secure_unless_served_on_loopback() -> None:
+    from flux_secu.config import ApiConfig
+
+    assert ApiConfig(host="10.20.0.10").cookies_secure and ApiConfig(host="0.0.0.0").cookies_secure
+    assert not ApiConfig(host="127.0.0.1").cookies_secure and not ApiConfig(host="::1").cookies_secure
+    assert not ApiConfig(host="10.20.0.10", secure_cookies=False).cookies_secure  # said explicitly
