@@ -475,3 +475,13 @@ def test_session_cookies_are_secure_unless_served_on_loopback() -> None:
     assert ApiConfig(host="10.20.0.10").cookies_secure and ApiConfig(host="0.0.0.0").cookies_secure
     assert not ApiConfig(host="127.0.0.1").cookies_secure and not ApiConfig(host="::1").cookies_secure
     assert not ApiConfig(host="10.20.0.10", secure_cookies=False).cookies_secure  # said explicitly
+
+
+def test_cluster_configs_keep_the_ray_dashboard_on_loopback() -> None:
+    from .conftest import ROOT
+
+    for name in ("onprem.yaml", "aws-gpu.yaml"):
+        cluster = yaml.safe_load((ROOT / "cluster" / name).read_text())
+        head = " ".join(cluster["head_start_ray_commands"])
+        assert "--dashboard-host=127.0.0.1" in head, name  # its Jobs API runs any code
+        assert "0.0.0.0" not in (ROOT / "cluster" / name).read_text(), name
