@@ -337,6 +337,23 @@ def test_cameras_snapshots_and_night_report(api: Api, tmp_path: Path) -> None:
     assert bad.status_code == 422 and "night" in bad.json()["detail"]
 
 
+def test_camera_stats_never_show_a_url_secret_to_a_viewer(tmp_path: Path) -> None:
+    class Backend(StoreBackend):
+        def camera_stats(self, camera_id: str) -> dict[str, Any] | None:
+            # What a decoder error quotes: the camera's URL, credentials and all.
+            return {"frames_read": 3, "last_error": "cannot open rtsp://admin:hunter2@10.0.0.5/live?passwd=s3cret"
+                                                    "&channel=1: timeout"}
+
+    store = SQLiteStore(tmp_path / "api.db")
+    api = Api(api_config(tmp_path), store, Clock())
+    api.app = create_app(api.config, store, Backend(store), SECRET, clock=api.clock)
+    api.client = TestClient(api.app, headers={"Content-Type": "application/json"})
+    cams = api.client.get("/api/cameras", headers=api.login("zoe")).json()
+    errors = [c["stats"]["last_error"] for c in cams]
+    assert errors == ["cannot open rtsp://***@10.0.0.5/live?passwd=***&channel=1: timeout"] * 2
+    store.close()
+
+
 def test_the_web_interface_shell_is_served_in_french(api: Api) -> None:
     for path in ("/", "/incidents/intrusion-cam-test-1"):
         page = api.client.get(path)

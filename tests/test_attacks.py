@@ -485,3 +485,22 @@ def test_cluster_configs_keep_the_ray_dashboard_on_loopback() -> None:
         head = " ".join(cluster["head_start_ray_commands"])
         assert "--dashboard-host=127.0.0.1" in head, name  # its Jobs API runs any code
         assert "0.0.0.0" not in (ROOT / "cluster" / name).read_text(), name
+
+
+def test_the_audit_chain_holds_with_writers_racing_on_two_connections(store_factory: Any) -> None:
+    from flux_secu.store.base import verify_audit_chain
+
+    stores = [store_factory(), store_factory()]  # two connections (processes) on the same data
+
+    def write(k: int) -> None:
+        for i in range(40):
+            stores[k].append_audit(1000.0 + i, f"writer-{k}", "incident_view", str(i), {})
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(2) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = stores[0].audit_log()
+    assert len(records) == 160 and [r.seq for r in records] == list(range(1, 161))
+    assert verify_audit_chain(records) is None
