@@ -442,31 +442,23 @@ def test_the_generated_secret_file_is_private_from_the_start_and_shared(tmp_path
 
 
 def test_a_known_device_gets_the_next_hashing_slot_before_a_flood() -> None:
-    from flux_secu.api.auth import HashingGate
+    from flux_secu.api.auth import HashingBusy, HashingQueue
 
-    gate = HashingGate(1)
-    assert gate.acquire(False, 1.0)  # a guess is being hashed
+    hashing = HashingQueue(1, max_waiting=3)
+    started, busy = threading.Event(), threading.Event()
+    hashing.submit(False, lambda: (started.set(), busy.wait()))  # a guess is being hashed
+    assert started.wait(10)
     order: list[str] = []
-
-    def wait(name: str, first: bool) -> None:
-        assert gate.acquire(first, 30.0)
-        order.append(name)
-        gate.release()
-
-    flood = threading.Thread(target=wait, args=("flood", False))
-    flood.start()
-    known = threading.Thread(target=wait, args=("known", True))
-    known.start()
-    deadline = time.monotonic() + 10
-    while gate._first_waiting == 0:  # the known device is queued (the flood cannot pass it now)
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    gate.release()
-    known.join(10)
-    flood.join(10)
+    flood = hashing.submit(False, lambda: order.append("flood"))
+    known = hashing.submit(True, lambda: order.append("known"))
+    gave_up = hashing.submit(False, lambda: order.append("gave up"))
+    assert gave_up.cancel()  # its login stopped waiting: never hashed
+    with pytest.raises(HashingBusy):  # the queue is bounded
+        hashing.submit(False, lambda: order.append("one too many"))
+    busy.set()
+    known.result(10)
+    flood.result(10)
     assert order == ["known", "flood"]
-    assert gate.acquire(False, 0.0)  # the slot is back
-    gate.release()
 
 
 def test_session_cookies_are_secure_unless_served_on_loopback() -> None:

@@ -17,6 +17,7 @@ logged-in operator; logout revokes the session in the store; store errors answer
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at runtime, and
 # they name aliases local to create_app (Viewer, Operator...).
+import asyncio
 import html
 import ipaddress
 import sqlite3
@@ -237,28 +238,32 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     # --- sessions -------------------------------------------------------------------------------
 
     @app.post("/api/login", tags=["session"], responses={401: {}, 429: {}})
-    def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+    async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+        # async: a login waits for its password check as a future, holding no request thread, so a
+        # flood of guesses cannot take the threads every other request needs.
         address = client(request)
         wait = throttle.begin(address, body.name)  # counted before the check: parallel tries too
         if wait > 0:
             raise HTTPException(429, f"too many failed logins, try again in {int(wait) + 1} s",
                                 headers={"Retry-After": str(int(wait) + 1)})
         try:
-            user = auth.check_password(body.name, body.password, known=throttle.known(address, body.name))
-        except HashingBusy as exc:
+            future = auth.submit_check(body.name, body.password, known=throttle.known(address, body.name))
+            user = await asyncio.wait_for(asyncio.wrap_future(future), auth.wait_s)
+        except (HashingBusy, TimeoutError):
             # Not a wrong password: not counted. 429, not 503: the server is fine, there are too many
             # logins at once (a flood), and the client should retry later.
             throttle.succeeded(address, body.name)
-            raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
+            raise HTTPException(429, "too many logins at once, try again",
+                                headers={"Retry-After": "2"}) from None
         if user is None:
-            audit(body.name, "login_failed", "", request)
+            await run_in_threadpool(audit, body.name, "login_failed", "", request)
             raise HTTPException(401, "wrong user name or password")
         throttle.succeeded(address, body.name)
         throttle.remember(address, body.name)
         token = auth.issue(user)
         response.set_cookie(COOKIE, token, max_age=int(auth.ttl_s), httponly=True, samesite="lax",
                             secure=api_cfg.cookies_secure, path="/")
-        audit(user.name, "login", "", request)
+        await run_in_threadpool(audit, user.name, "login", "", request)
         return {"token": token, "user": user.name, "role": user.role, "expires_in_s": auth.ttl_s}
 
     @app.post("/api/logout", tags=["session"])

@@ -17,7 +17,7 @@ No Ray and no HTTP here: the FastAPI app (``api/app.py``) only calls these.
   try waits twice as long as the one before, never longer than the window. An address is also capped
   over all names (spraying). Memory is bounded: the oldest keys are forgotten first.
 - Password checks (argon2: tens of MiB each) run at most ``concurrency`` at once, a (device, name)
-  that logged in before served first (:class:`HashingGate`); an unknown name is
+  that logged in before served first (:class:`HashingQueue`); an unknown name is
   checked against a dummy hash made with the same parameters as the configured users' hashes, so
   both answers cost the same.
 """
@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
+import queue
 import secrets
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -40,6 +44,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from flux_secu.config import ApiUserConfig
 
 Role = Literal["viewer", "operator", "admin"]
+T = TypeVar("T")
 _RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 
 
@@ -91,24 +96,33 @@ class Authenticator:
         dummy_hasher = PasswordHasher.from_parameters(params) if params else PasswordHasher()
         self._dummy = dummy_hasher.hash(secrets.token_hex(16))
         self._serializer = URLSafeTimedSerializer(derive_key(secret, "session"), salt="session")
-        self._slots = HashingGate(concurrency)
-        self._wait_s = wait_s
+        self.hashing = HashingQueue(concurrency)
+        self.wait_s = wait_s
         self.ttl_s = ttl_s
 
+    def submit_check(self, name: str, password: str, *, known: bool = False) -> Future[User | None]:
+        """The password check, queued (see :class:`HashingQueue`): its future gives the user when the
+        password is right, None otherwise. ``known``: a (device, name) that logged in before; it goes
+        before the others, so a flood of guesses does not keep its user out. Raises
+        :class:`HashingBusy` when the queue is full."""
+        return self.hashing.submit(known, lambda: self._check(name, password))
+
     def check_password(self, name: str, password: str, *, known: bool = False) -> User | None:
-        """The user when the password is right; None otherwise. Raises :class:`HashingBusy` when no
-        hashing slot frees within ``wait_s``. ``known``: a (device, name) that logged in before; it
-        goes before the others in the queue, so a flood of guesses does not keep its user out."""
+        """:meth:`submit_check`, waited for (at most ``wait_s``: :class:`HashingBusy` after that)."""
+        future = self.submit_check(name, password, known=known)
+        try:
+            return future.result(timeout=self.wait_s)
+        except FutureTimeout:
+            future.cancel()
+            raise HashingBusy("too many logins at once, try again") from None
+
+    def _check(self, name: str, password: str) -> User | None:
         user = self._users.get(name)
         encoded = user.password_hash.get_secret_value() if user else self._dummy
-        if not self._slots.acquire(known, self._wait_s):
-            raise HashingBusy("too many logins at once, try again")
         try:
             self._hasher.verify(encoded, password)
         except (VerificationError, InvalidHashError):
             return None
-        finally:
-            self._slots.release()
         return User(user.name, user.role) if user else None
 
     def issue(self, user: User) -> str:
@@ -139,34 +153,40 @@ class Authenticator:
         return hashlib.sha256(material).hexdigest()[:16]
 
 
-class HashingGate:
-    """At most ``slots`` holders at once; waiters marked ``first`` get a free slot before the others."""
+class HashingQueue:
+    """``workers`` threads run the password checks, known devices' first, then in arrival order.
 
-    def __init__(self, slots: int) -> None:
-        self._free = slots
-        self._first_waiting = 0
-        self._cond = threading.Condition()
+    A login waits here as a future, not in a thread: a flood of guesses holds neither the server's
+    request threads nor memory beyond ``max_waiting`` queued checks (more are refused at once).
+    """
 
-    def acquire(self, first: bool, timeout_s: float) -> bool:
-        with self._cond:
-            if first:
-                self._first_waiting += 1
+    def __init__(self, workers: int, max_waiting: int = 256) -> None:
+        self.max_waiting = max_waiting
+        self._queue: queue.PriorityQueue[tuple[int, int, Future[Any], Callable[[], Any]]] = \
+            queue.PriorityQueue()
+        self._order = itertools.count()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"password-check-{i}", daemon=True).start()
+
+    def submit(self, first: bool, fn: Callable[[], T]) -> Future[T]:
+        if self._queue.qsize() >= self.max_waiting:
+            raise HashingBusy("too many logins at once, try again")
+        future: Future[T] = Future()
+        self._queue.put((0 if first else 1, next(self._order), future, fn))
+        return future
+
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def _work(self) -> None:
+        while True:
+            _, _, future, fn = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its login gave up waiting
             try:
-                got = self._cond.wait_for(lambda: self._free > 0 and (first or self._first_waiting == 0),
-                                          timeout_s)
-            finally:
-                if first:
-                    self._first_waiting -= 1
-            if got:
-                self._free -= 1
-            else:
-                self._cond.notify_all()  # a waiter that gave up may have been what held the others
-            return bool(got)
-
-    def release(self) -> None:
-        with self._cond:
-            self._free += 1
-            self._cond.notify_all()
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 class LoginThrottle:
