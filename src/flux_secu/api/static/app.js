@@ -247,11 +247,13 @@ async function showReport() {
   const yesterday = new Date(Date.now() - 86400000).toISOString().slice(0, 10);
   const night = el("input", { type: "date", value: yesterday, "aria-label": "Nuit du" });
   const out = el("div", { class: "panel", "data-testid": "report" });
+  let asked = 0;  // only the latest request's answer is shown: answers may arrive out of order
   const load = async () => {
+    const mine = ++asked;
     try {
       const r = await api(`/api/sites/${site.value}/report?night=${night.value}`);
-      out.replaceChildren(el("h2", {}, r.title), el("pre", {}, r.body));
-    } catch (e) { out.replaceChildren(el("p", { class: "error" }, e.message)); }
+      if (mine === asked) out.replaceChildren(el("h2", {}, r.title), el("pre", {}, r.body));
+    } catch (e) { if (mine === asked) out.replaceChildren(el("p", { class: "error" }, e.message)); }
   };
   site.addEventListener("change", load); night.addEventListener("change", load);
   view.replaceChildren(el("h1", {}, "Rapport de nuit"), el("div", { class: "actions" }, site, night), out);
