@@ -359,11 +359,21 @@ def test_a_locked_database_answers_503_not_500(server: Server) -> None:
     assert answer.status_code == 503 and "store unavailable" in answer.json()["detail"]
 
 
-def test_a_cluster_run_refuses_a_sqlite_store(server: Server) -> None:
-    done = subprocess.run([str(FLUX_SECU), "run", str(server.config), "--address", "127.0.0.1:1"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].endswith("use store.kind redis")
+@pytest.mark.slow
+def test_a_run_on_a_cluster_of_several_nodes_refuses_a_sqlite_store(server: Server) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)  # a second node: actors could land on either
+        cluster.wait_for_nodes()
+        done = subprocess.run([str(FLUX_SECU), "run", str(server.config), "--address", cluster.address],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        cluster.shutdown()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "flux-secu: store.kind sqlite cannot serve a cluster of 2 nodes: use store.kind redis")
 
 
 def test_cli_arm_disarm_and_legal_hold_are_audited(server: Server) -> None:

@@ -78,12 +78,6 @@ def run(
     if detach and address is None:
         typer.echo("flux-secu: --detach needs --address (an embedded Ray ends with this command)", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    if address is not None and cfg.store.kind == "sqlite":
-        # Actors on several nodes would each open their own file (or share one over a network
-        # filesystem, where SQLite's locks do not hold): incidents lost or acknowledged twice.
-        typer.echo("flux-secu: store.kind sqlite cannot serve a cluster (--address): use store.kind redis",
-                   err=True)
-        raise typer.Exit(EXIT_CONFIG)
     from flux_secu.actors.graph import init_local_ray
     from flux_secu.actors.supervisor import create_supervisor, error_text
     from flux_secu.store import open_store
@@ -92,6 +86,7 @@ def run(
         init_local_ray(metrics_port=metrics_port)
     else:
         _join(address)
+        _refuse_sqlite_on_several_nodes(cfg)
     import ray
 
     stopping = False
@@ -156,6 +151,20 @@ def _join(address: str) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         typer.echo(f"flux-secu: cannot join the Ray cluster at {address}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _refuse_sqlite_on_several_nodes(cfg: Config) -> None:
+    """Actors on several nodes would each open their own SQLite file (or share one over a network
+    filesystem, where SQLite's locks do not hold): incidents lost or acknowledged twice. A cluster of
+    one node (a test, a single server run detached) may keep SQLite."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if cfg.store.kind == "sqlite" and nodes > 1:
+        typer.echo(f"flux-secu: store.kind sqlite cannot serve a cluster of {nodes} nodes: "
+                   "use store.kind redis", err=True)
+        ray.shutdown()
+        raise typer.Exit(EXIT_CONFIG)
 
 
 def _log_new_events(store: Any, after_seq: int) -> int:
