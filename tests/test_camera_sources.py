@@ -75,7 +75,7 @@ def test_http_mjpeg_camera_with_credentials() -> None:
         wrong = CameraConfig(id="mjpeg", source=server.url(), username="viewer", password="wrong")
         with pytest.raises(SourceError) as err:
             VideoSource(wrong.url(), open_timeout_s=3)
-        assert "wrong" not in str(err.value) and "viewer:***@" in str(err.value)
+        assert "wrong" not in str(err.value) and "://***@" in str(err.value)
     finally:
         server.close()
 
