@@ -178,6 +178,12 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
         with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as r:
             result = json.loads(r.read())
         assert result == {"ok": True, "incident": incident.id, "by": "Bea", "first": True}
+        # Audited like the API's links; a second POST of the link is refused (single use).
+        audit = [(r.user, r.action, r.data.get("ingress")) for r in store.audit_log()]
+        assert audit == [("Bea", "acknowledge", "panic-http")]
+        with pytest.raises(urllib.error.HTTPError) as reused:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10)
+        assert reused.value.code == 409
         with pytest.raises(urllib.error.HTTPError) as refused:
             forged = urllib.request.Request(url[:-3] + "xyz", data=b"", method="POST")
             urllib.request.urlopen(forged, timeout=10)

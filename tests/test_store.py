@@ -492,7 +492,8 @@ def test_store_config_selects_redis(tmp_path: Path, redis_server: RedisServer,
     monkeypatch.setenv("REDIS_URL_FOR_TESTS", redis_server.url)
     config = build_config(tmp_path, lambda d: d.update(
         store={"kind": "redis", "url": "${REDIS_URL_FOR_TESTS}", "prefix": "site-a"}))
-    assert (config.store.kind, config.store.url, config.store.prefix) == ("redis", redis_server.url, "site-a")
+    assert (config.store.kind, config.store.url.get_secret_value(), config.store.prefix) == (
+        "redis", redis_server.url, "site-a")
     store = open_store(config.store)
     assert isinstance(store, RedisStore) and store.prefix == "site-a"
     store.close()

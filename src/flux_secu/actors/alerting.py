@@ -28,7 +28,7 @@ import structlog
 
 from flux_secu.alerts import escalation as policy
 from flux_secu.alerts import outbox
-from flux_secu.alerts.ack import AckRejected, load_secret, make_token, record_acknowledgement, verify_token
+from flux_secu.alerts.ack import load_secret, make_token, record_acknowledgement, redeem
 from flux_secu.alerts.notify import (
     AppriseNotifier,
     Notification,
@@ -233,14 +233,13 @@ class Escalation:
             return first
 
     def acknowledge_link(self, token: str) -> dict[str, Any]:
-        """Acknowledge through a signed link; ``{"ok": False, "reason": ...}`` when it is refused."""
-        try:
-            claim = verify_token(self.secret, token, time.time())
-        except AckRejected as exc:
-            self.log.warning("acknowledgement_refused", reason=str(exc))
-            return {"ok": False, "reason": str(exc)}
-        first = self.acknowledge(claim.incident_id, claim.contact, via="link")
-        return {"ok": True, "incident": claim.incident_id, "by": claim.contact, "first": first}
+        """Acknowledge through a signed link, checked as the API and the ingress check it
+        (``alerts.ack.redeem``: single use, refused once closed or revoked); the answer's ``ok`` says."""
+        outcome, _ = redeem(self.store, self.secret, token, time.time(),
+                            lambda incident, contact: self.acknowledge(incident.id, contact, via="link"))
+        if not outcome.answer.get("ok"):
+            self.log.warning("acknowledgement_refused", reason=outcome.answer.get("reason"))
+        return dict(outcome.answer)
 
     def ack_link(self, incident_id: str, contact: str) -> str:
         expires = time.time() + self.config.notifications.ack_link_ttl_s

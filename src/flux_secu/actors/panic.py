@@ -292,7 +292,7 @@ class _PanicHandler(BaseHTTPRequestHandler):
         if token is not None:
             assert self.acknowledge is not None
             answer = self.acknowledge(token)
-            return self._reply(200 if answer.get("ok") else 403, answer)
+            return self._reply(int(answer.pop("status", 200 if answer.get("ok") else 403)), answer)
         site = self._site()
         if site is None:
             return self._reply(404, {"status": "not_found"})
@@ -374,12 +374,25 @@ class PanicIngressActor:
             # Any site's escalation can check a link (one secret); the store then holds the
             # acknowledgement, and the actor that runs that incident's chain stops at its next tick.
             first = next(iter(escalations.values()), None)
+            # The link is checked and audited as the API does (flux_secu.alerts.ack.redeem).
+            from flux_secu.alerts.ack import load_secret, redeem
+
+            store = open_store(config.store)
+            secret = load_secret(config.notifications.ack_secret, config.var_dir)
 
             def acknowledge(token: str) -> dict[str, Any]:
-                if first is None:
-                    return {"ok": False, "reason": "no escalation"}
-                result: dict[str, Any] = ray.get(first.acknowledge_link.remote(token), timeout=10)
-                return result
+                def ack(incident: Any, contact: str) -> bool:
+                    actor = escalations.get(incident.site, first)
+                    return actor is not None and bool(
+                        ray.get(actor.acknowledge.remote(incident.id, contact, "link"), timeout=10))
+
+                outcome, claim = redeem(store, secret, token, time.time(), ack)
+                if claim is not None and outcome.status in (200, 409):
+                    store.append_audit(time.time(), claim.contact, "acknowledge" if outcome.status == 200
+                                       else "acknowledge_refused", claim.incident_id,
+                                       {"via": "link", "ingress": "panic-http", "link_id": claim.token_id,
+                                        "first": outcome.status == 200})
+                return {**outcome.answer, "status": outcome.status}
 
             self.http = make_http_server(self.ingress, self.settings.http.host, self.settings.http.port,
                                          acknowledge)

@@ -7,6 +7,8 @@ what callers use to avoid announcing anything twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -38,6 +40,44 @@ class AuditRecord:
     action: str
     target: str
     data: dict[str, Any]
+    prev: str = ""
+    """The hash of the record before (the hash chain: see :func:`audit_hash`)."""
+    hash: str = ""
+
+
+# --- audit hash chain (security) -----------------------------------------------------------------------
+
+
+def audit_hash(prev: str, seq: int, ts: float, user: str, action: str, target: str,
+               data: dict[str, Any]) -> str:
+    """SHA-256 of the previous record's hash and this record: changing, removing or inserting a record
+    anywhere breaks every hash after it (tamper-evident; an audited purge leaves an anchor)."""
+    material = json.dumps([prev, seq, repr(float(ts)), user, action, target, data], sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def verify_audit_chain(records: list[AuditRecord]) -> int | None:
+    """The ``seq`` of the first record that does not chain (altered, inserted, or one before it
+    removed outside a purge), or None when the whole log chains. Records from before the chain (no
+    hash, at the start of the log) are not checked. The first record may chain to a
+    purge's anchor (named by the ``audit_purged`` record that removed the records before it)."""
+    anchors = {""} | {str(r.data.get("anchor")) for r in records
+                      if r.action == "audit_purged" and r.data.get("anchor")}
+    prev: str | None = None
+    # Records written before the chain existed (an older store) have no hash: only at the start.
+    start = 0
+    while start < len(records) and not records[start].hash and not records[start].prev:
+        start += 1
+    for r in records[start:]:
+        expected = audit_hash(r.prev, r.seq, r.ts, r.user, r.action, r.target, r.data)
+        if r.hash != expected or (r.prev not in anchors if prev is None else r.prev != prev):
+            return r.seq
+        prev = r.hash
+    return None
+
+
+# --- end of audit hash chain ---------------------------------------------------------------------------
 
 
 IntentState = Literal["pending", "done", "failed"]
@@ -139,5 +179,20 @@ class Store(Protocol):
         ...
 
     # --- end of API reads and audit log ------------------------------------------------------------
+
+    # --- audit purge and revocations (security) ----------------------------------------------------
+
+    def purge_audit(self, before_ts: float, by: str, now: float) -> int:
+        """Remove the audit records older than ``before_ts`` in one operation, itself audited
+        (``audit_purged``, with the hash the first record kept chains to); returns how many."""
+        ...
+
+    def revoke(self, key: str, until: float) -> None:
+        """Revoke ``key`` (a session, an incident's links) until ``until`` (its own expiry)."""
+        ...
+
+    def is_revoked(self, key: str, now: float) -> bool: ...
+
+    # --- end of audit purge and revocations --------------------------------------------------------
 
     def close(self) -> None: ...

@@ -15,7 +15,9 @@ Data layout (every key starts with ``{prefix}:``, so several deployments can sha
                                      created, error, token}
     {prefix}:outbox-pending:{owner}  zset  the owner's pending intent keys, score created
     {prefix}:audit           stream  the audit log (API); entry id ``{seq}-0``, fields ts, user, action,
-                                     target, data (JSON); ``{prefix}:audit-seq`` numbers it
+                                     target, data (JSON), prev, hash (the chain); ``{prefix}:audit-seq``
+                                     numbers it, ``{prefix}:audit-head`` is the last hash
+    {prefix}:revoked:{key}   string  a revoked session or incident's links, expiring with what it revokes
 
 Atomicity. Every write is one Lua script, and Redis runs a script to its end without interleaving any
 other client's command: "is this key taken?" and "take it" cannot be separated, so two writers racing
@@ -70,6 +72,7 @@ from flux_secu.store.base import (
     StoredEvent,
     StoredIncident,
     StoreUnavailable,
+    audit_hash,
 )
 
 log = structlog.get_logger("flux_secu.store")
@@ -193,16 +196,6 @@ end
 return out
 """
 
-# KEYS: audit-seq, audit stream.  ARGV: ts, user, action, target, data.  Returns the record's seq.
-# At least once: a retry after a lost reply may append the record twice, never zero times (an audit
-# line seen twice is harmless; one missing is not).
-_APPEND_AUDIT = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[1], 'user', ARGV[2], 'action', ARGV[3],
-           'target', ARGV[4], 'data', ARGV[5])
-return seq
-"""
-
 # Errors after which the same call may succeed: the server restarting, loading its AOF (LOADING is a
 # BusyLoadingError, a ConnectionError), or too slow to answer within the socket timeout.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -228,7 +221,6 @@ class RedisStore:
         self._add_intent: Script = self._client.register_script(_ADD_INTENT)
         self._update_intent: Script = self._client.register_script(_UPDATE_INTENT)
         self._events_of: Script = self._client.register_script(_EVENTS_OF)
-        self._append_audit: Script = self._client.register_script(_APPEND_AUDIT)
         self._call("connect", self._client.ping)
         self._call("connect", self._warn_if_not_durable)
 
@@ -357,9 +349,7 @@ class RedisStore:
         return StoredIncident(Incident.from_dict(json.loads(data)), IncidentState(state))
 
     def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
-        keys = [self._key("audit-seq"), self._key("audit")]
-        args = [repr(float(ts)), user, action, target, json.dumps(data)]
-        return int(self._call("append_audit", lambda: self._append_audit(keys, args)))
+        return int(self._call("append_audit", lambda: self._append_chained(ts, user, action, target, data)))
 
     def audit_log(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
         def read() -> list[tuple[str, dict[str, str]]]:
@@ -367,7 +357,7 @@ class RedisStore:
 
         return [
             AuditRecord(int(entry_id.split("-", 1)[0]), float(f["ts"]), f["user"], f["action"], f["target"],
-                        json.loads(f["data"]))
+                        json.loads(f["data"]), f.get("prev", ""), f.get("hash", ""))
             for entry_id, f in self._call("audit_log", read)
         ]
 
@@ -376,6 +366,51 @@ class RedisStore:
     def close(self) -> None:
         self._client.close()
         self._client.connection_pool.disconnect()
+
+    # --- audit chain, purge and revocations (security) ----------------------------------------------
+
+    def _append_chained(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
+        """One audit record chained to the last one. The hash is computed here (Lua has no SHA-256),
+        so the read of the head and the write are one optimistic transaction (WATCH): a writer that
+        raced another retries on the new head. At least once, like every write here."""
+        seq_key, head_key = self._key("audit-seq"), self._key("audit-head")
+        with self._client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(seq_key, head_key)
+                    seq = int(pipe.get(seq_key) or 0) + 1
+                    prev = str(pipe.get(head_key) or "")
+                    digest = audit_hash(prev, seq, float(ts), user, action, target, data)
+                    pipe.multi()
+                    pipe.set(seq_key, seq)
+                    pipe.set(head_key, digest)
+                    pipe.xadd(self._key("audit"), {"ts": repr(float(ts)), "user": user, "action": action,
+                                                   "target": target, "data": json.dumps(data),
+                                                   "prev": prev, "hash": digest}, id=f"{seq}-0")
+                    pipe.execute()
+                    return seq
+                except redis.WatchError:
+                    continue
+
+    def purge_audit(self, before_ts: float, by: str, now: float) -> int:
+        """See :meth:`flux_secu.store.base.Store.purge_audit`. Redis has no triggers: append-only is
+        this class's rule, and the purge is the one method that deletes."""
+        old = [r for r in self.audit_log() if r.ts < before_ts]
+        if old:
+            ids = [f"{r.seq}-0" for r in old]
+            self._call("purge_audit", lambda: self._client.xdel(self._key("audit"), *ids))
+        self.append_audit(now, by, "audit_purged", "audit", {
+            "before": before_ts, "removed": len(old), "anchor": old[-1].hash if old else None})
+        return len(old)
+
+    def revoke(self, key: str, until: float) -> None:
+        ttl_ms = max(1, int((until - time.time()) * 1000))
+        self._call("revoke", lambda: self._client.set(self._key("revoked", key), "1", px=ttl_ms))
+
+    def is_revoked(self, key: str, now: float) -> bool:
+        return bool(self._call("is_revoked", lambda: self._client.exists(self._key("revoked", key))))
+
+    # --- end of audit chain, purge and revocations --------------------------------------------------
 
     # --- plumbing -----------------------------------------------------------------------------------
 
