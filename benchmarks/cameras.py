@@ -793,10 +793,10 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     if args.soak:
-        from flux_secu.actors.graph import RAY_MEMORY_SETTINGS
+        from flux_secu.actors.graph import MEMORY_ENV
 
         summary["soak"] = {"seconds": args.soak, "cameras": steps_n[0],
-                           "ray_settings": {k: os.environ.get(k) for k in RAY_MEMORY_SETTINGS},
+                           "memory_env": {k: os.environ.get(k) for k in MEMORY_ENV},
                            **pss_growth(samples, args.settle)}
         (args.out / "cameras-soak.json").write_text(json.dumps(
             {"summary": summary, "samples": samples, "steps": [asdict(s) for s in results]},
