@@ -475,6 +475,8 @@ def test_serve_answers_on_a_real_socket_and_acknowledges_in_the_store(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert store.incidents()[0].state is IncidentState.ACKNOWLEDGED
     assert [(r.user, r.action) for r in store.audit_log()] == [
         ("marc", "login"), ("marc", "incident_list"), ("marc", "acknowledge")]

@@ -56,6 +56,8 @@ def test_valid_config_resolves_paths_and_secrets(config_file: Path) -> None:
         ("timezone: Europe/Paris", "timezone: Europe/Lyon", "timezone", "unknown timezone"),
         ("${NOTIFY_TOKEN_FOR_TESTS}", "${UNSET_SECRET_FOR_TESTS}",
          "sites[0].escalation.contacts[0].channels[0]", "UNSET_SECRET_FOR_TESTS is not set"),
+        ("    cameras:", '    seasonal_hours: [{from: "04-31", until: "09-30", opening_hours: {}}]\n'
+         "    cameras:", "sites[0].seasonal_hours[0].from", "'MM-DD'"),
     ],
 )
 def test_bad_config_exits_2_naming_field_and_reason(

@@ -724,6 +724,26 @@ def stop(address: AddressOption = None) -> None:
     typer.echo(f"stopped {len(stats)} camera(s)")
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Config files: a starting file to edit.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("skeleton")
+def config_skeleton(
+    sites: Annotated[int, typer.Option("--sites", min=1, max=999, help="Number of sites.")] = 1,
+    cameras_per_site: Annotated[int, typer.Option(
+        "--cameras-per-site", min=1, max=999, help="Cameras of each site.")] = 1,
+    model: Annotated[str, typer.Option(
+        "--model", help="The model file, as written in the config (relative to where it is saved).")
+    ] = "models/yolox_nano.onnx",
+) -> None:
+    """Print a starting config (sites, RTSP cameras, hours, holidays, on-call) that `check` accepts once
+    the model exists and the variables it lists are exported; save it, edit what it marks CHANGE."""
+    from flux_secu.skeleton import skeleton
+
+    typer.echo(skeleton(sites, cameras_per_site, model=model, year=datetime.now().year), nl=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

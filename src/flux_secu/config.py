@@ -121,6 +121,37 @@ class OpeningHours(_Strict):
         return ranges
 
 
+def _month_day(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{2})-(\d{2})", value)
+    try:
+        if match is None:
+            raise ValueError
+        date(2000, int(match.group(1)), int(match.group(2)))  # a leap year: 02-29 is a day of the year
+    except ValueError:
+        raise ValueError(f"expected a day of the year 'MM-DD', got {value!r}") from None
+    return int(match.group(1)), int(match.group(2))
+
+
+class SeasonalHoursConfig(_Strict):
+    """Opening hours that replace the site's ``opening_hours`` every year from ``from_`` to ``until``
+    (both included, ``MM-DD``; a season may span the new year: ``11-01`` to ``02-28``)."""
+
+    name: str = ""
+    from_: str = Field(alias="from")
+    until: str
+    opening_hours: OpeningHours
+
+    @field_validator("from_", "until")
+    @classmethod
+    def _day_of_year(cls, value: str) -> str:
+        _month_day(value)
+        return value
+
+    def contains(self, day: date) -> bool:
+        start, end, key = _month_day(self.from_), _month_day(self.until), (day.month, day.day)
+        return start <= key <= end if start <= end else key >= start or key <= end
+
+
 class ModelConfig(_Strict):
     path: Path
     kind: Literal["yolox", "nanodet", "yolov8"] = "yolox"
@@ -637,6 +668,9 @@ class SiteConfig(_Strict):
     name: str
     timezone: str | None = None
     opening_hours: OpeningHours = OpeningHours()
+    seasonal_hours: list[SeasonalHoursConfig] = []
+    """Summer (or winter) hours: on a day one of these contains (the first that does), its hours apply
+    instead of ``opening_hours``."""
     holidays: list[date] = []
     closures: list[ClosureConfig] = []
     cameras: list[CameraConfig] = Field(min_length=1)
