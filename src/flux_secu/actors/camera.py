@@ -34,6 +34,7 @@ from flux_secu.detect.letterbox import LetterboxSpec, letterbox
 from flux_secu.evidence.privacy import PrivacyMask
 from flux_secu.evidence.recorder import EvidenceFile, EvidenceRecorder, EvidenceRequest, EvidenceSettings
 from flux_secu.redact import redact_url
+from flux_secu.video.analysis import AnalysisWatch, StallEvent
 from flux_secu.video.faults import CameraFault
 from flux_secu.video.frame import CameraFrame, FrameMeta
 from flux_secu.video.health import FaultChange, HealthMonitor
@@ -134,15 +135,19 @@ class Camera:
         self._fault_refs: list[ray.ObjectRef] = []
         self._fault_lock = threading.Lock()  # the read loop and the watchdog both raise faults
         self._link = LinkMonitor(camera.video_loss_after_s, time.time())
+        # Video that arrives but is never analysed (every inference actor hung): as long as video loss.
+        self._analysis = AnalysisWatch(camera.video_loss_after_s)
         # Started at its first check: a replay's frames are timed on the pipeline clock, not the wall's.
         self._health = HealthMonitor(camera.health)
         self.last_error = ""
 
     def stats(self) -> dict[str, Any]:
+        faults = [*self._health.active, *(["analysis_stalled"] if self._analysis.stalled else [])]
         return {"camera": self.config.id, "site": self.site, "instance": self.instance,
                 **self.counters.__dict__,
                 "drops": self._slot.drops, "in_flight": len(self._in_flight),
-                "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
+                "link": "lost" if self._link.lost else "up",
+                "faults": sorted(faults),
                 "vigilance": self._mode,
                 "gop_s": None if (gop := self._vigilance.gop_s) is None else round(gop, 3),
                 "last_error": self.last_error}
@@ -346,6 +351,7 @@ class Camera:
         meta, canvas = item
         if self.realtime and self.clock_start is None and time.time() - meta.capture_ts > STALE_AFTER_S:
             self._slot.drops += 1  # waited too long for a slot: stale, worth nothing
+            self._analysis.dropped(time.time())
             return
         self._send(meta, canvas)
 
@@ -355,6 +361,7 @@ class Camera:
         self._in_flight.append(ref)
         self._sent_ts[ref] = meta.capture_ts
         self.counters.frames_sent += 1
+        self._analysis.sent(time.time())
 
     def _reap(self) -> None:
         if self._in_flight:
@@ -368,9 +375,13 @@ class Camera:
                     if capture_ts >= self._attention_ts:  # done out of order: the latest frame's word
                         self._attention, self._attention_ts = attention, capture_ts
                     self.counters.frames_done += 1
-                except Exception as exc:  # the inference actor crashed: this frame is lost
+                except Exception as exc:  # the inference actor crashed or hung: this frame is lost
                     self.counters.frames_lost += 1
+                    self._analysis.lost(time.time())
                     self.log.warning("frame_lost", error=type(exc).__name__)
+                else:
+                    if (cleared := self._analysis.answered(time.time())) is not None:
+                        self._stall_event(cleared)
         self._flush_pending()
 
     def _drain(self) -> None:
@@ -383,13 +394,23 @@ class Camera:
         read, so silence is noticed from outside the reading thread."""
         if not self.watched:
             return
-        event = self._link.poll(time.time())
-        if event is None:
-            return
-        try:
-            self._link_event(event)
-        except Exception as exc:  # the rules actor is restarting: the fault stays in the log
-            self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+        now = time.time()
+        event = self._link.poll(now)
+        if event is not None:
+            try:
+                self._link_event(event)
+            except Exception as exc:  # the rules actor is restarting: the fault stays in the log
+                self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+        stall = self._analysis.poll(now)
+        if stall is not None:
+            try:
+                self._stall_event(stall)
+            except Exception as exc:
+                self.log.error("camera_fault_not_sent", fault="analysis_stalled", error=repr(exc))
+
+    def _stall_event(self, event: StallEvent) -> None:
+        self._fault(CameraFault(self.site, self.config.id, "analysis_stalled", event.active, event.ts,
+                                event.since, {"waiting_s": round(event.waiting_s, 2)}))
 
     def _link_event(self, event: LinkEvent) -> None:
         if event.kind == "video_loss" and self._evidence is not None:

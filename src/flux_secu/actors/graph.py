@@ -71,10 +71,13 @@ class Deployment:
     _hosts_made: int = 0
 
     @classmethod
-    def build(cls, config: Config, *, dry_run: bool = False) -> Deployment:
+    def build(
+        cls, config: Config, *, dry_run: bool = False, inference_worker: type | None = None
+    ) -> Deployment:
         """Create every actor except the cameras, and wait until they are ready.
 
         ``dry_run`` records notifications instead of sending them (replays must never notify anyone).
+        ``inference_worker``: the class the inference actors run (``InferenceWorker`` or a subclass).
         """
         config.var_dir.mkdir(parents=True, exist_ok=True)
         dep = cls(config)
@@ -83,7 +86,9 @@ class Deployment:
         dep.rules = RulesActor.remote(  # type: ignore[attr-defined]
             config, dep.speakers, dep.escalations, dep.deployment_id
         )
-        dep.pool = InferencePool.remote(config.model, config.inference, dep.rules)  # type: ignore[attr-defined]
+        dep.pool = InferencePool.remote(  # type: ignore[attr-defined]
+            config.model, config.inference, dep.rules, inference_worker
+        )
         # The HTTP ingress serves panic webhooks and acknowledgement links; MQTT only with panic devices.
         # Never in a replay (dry run): it would take the production ingress's MQTT client id and port.
         serve_api = not dry_run and config.api is not None and config.api.enabled
