@@ -193,6 +193,8 @@ class Camera:
             try:
                 source = self._open()
             except SourceError as exc:
+                if not self.realtime:  # a replay's file: trying again reads the same bytes
+                    raise
                 self._failed("camera_open_failed", exc, backoff)
                 continue
             self.log.info("camera_started", source=redact_url(self.config.source), fps=source.fps,
@@ -201,6 +203,8 @@ class Camera:
             try:
                 finished = self._read(source, sampler, gate)
             except SourceError as exc:
+                if not self.realtime:
+                    raise
                 finished = False
                 if self.counters.frames_read > read_before:
                     backoff.reset()  # it worked for a while: the next attempt comes soon
