@@ -225,7 +225,7 @@ class Camera:
         delay = backoff.next()
         self.last_error = str(exc)
         if self._evidence is not None:  # the frames after an incident may never come: keep what is there
-            self._evidence.source_ended()
+            self._evidence.source_ended(wait=False)
         self.counters.reconnects += 1
         self.log.error(event, error=str(exc), retry_in_s=round(delay, 2))
         self._stop.wait(delay)
@@ -418,8 +418,10 @@ class Camera:
 
     def _link_event(self, event: LinkEvent) -> None:
         if event.kind == "video_loss" and self._evidence is not None:
-            # An intruder who cuts the camera: the clip gathered so far is the evidence; write it now.
-            self._evidence.source_ended()
+            # An intruder who cuts the camera: the clip gathered so far is the evidence; written now,
+            # on the camera's evidence thread: this is the host's one watchdog thread, and a site-wide
+            # outage (a router reboot) would delay every other camera's fault behind the encodings.
+            self._evidence.source_ended(wait=False)
         self._fault(CameraFault(self.site, self.config.id, "video_loss", event.kind == "video_loss",
                                 event.ts, event.since, {"silent_s": round(event.down_s, 2)}))
 
@@ -456,11 +458,13 @@ class _Evidence:
         self._store_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
         self._clips: list[Future[None]] = []
+        self._clips_lock = threading.Lock()  # the read loop and the watchdog both hand clips over
 
     def keep(self, ts: float, image: npt.NDArray[np.uint8]) -> None:
-        for ready in self.recorder.push(ts, image):
-            self._clips.append(self._writer.submit(self._clip, ready))
-        self._clips = [f for f in self._clips if not f.done()]
+        ready = self.recorder.push(ts, image)
+        with self._clips_lock:
+            self._clips = [f for f in self._clips if not f.done()]
+            self._clips.extend(self._writer.submit(self._clip, r) for r in ready)
 
     def request(self, request: EvidenceRequest) -> list[str]:
         snapshot, ready = self.recorder.request(request)
@@ -475,11 +479,16 @@ class _Evidence:
             written.append("clip")
         return written
 
-    def source_ended(self) -> None:
-        for ready in self.recorder.source_ended():
-            self._clip(ready)
-        for clip in list(self._clips):
-            clip.result()  # _clip logs its own errors: this only waits
+    def source_ended(self, *, wait: bool = True) -> None:
+        """Write every pending clip with the frames there are, on the evidence thread; ``wait``: until
+        they are written (a camera that ends), else return at once (the watchdog, a reconnection)."""
+        ready = self.recorder.source_ended()
+        with self._clips_lock:
+            self._clips.extend(self._writer.submit(self._clip, r) for r in ready)
+            clips = list(self._clips)
+        if wait:
+            for clip in clips:
+                clip.result()  # _clip logs its own errors: this only waits
 
     def _clip(self, request: EvidenceRequest) -> None:
         try:

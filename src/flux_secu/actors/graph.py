@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,10 @@ from flux_secu.config import CameraConfig, Config
 from flux_secu.detect.letterbox import LetterboxSpec
 from flux_secu.evidence.recorder import EvidenceSettings
 
+STOP_WAIT_S = 1.0
+"""Removing a camera waits this long for its reader to end, then lets it end in the background."""
+CLOSING_GIVE_UP_S = 60.0
+"""An emptied host whose reader has not ended by then is ended anyway (its clips are lost)."""
 NAMESPACE = "flux-secu"
 """Ray namespace of the deployment: the named supervisor is found there from any driver."""
 
@@ -68,6 +73,8 @@ class Deployment:
     api: Any = None
     hosts: list[_Host] = field(default_factory=list)
     """The camera host processes, each with the cameras it runs (``actors/camera_host.py``)."""
+    closing: list[_Host] = field(default_factory=list)
+    """Hosts whose last camera was removed, kept until its reader ends (``end_closed_hosts``)."""
     _hosts_made: int = 0
 
     @classmethod
@@ -167,35 +174,53 @@ class Deployment:
                 self.add_camera(site.id, camera)
 
     def remove_camera(self, camera_id: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
-        """Stop one camera, let its frames in flight finish, and drop it from its host (the host ends
-        with its last camera); returns its last stats (None when it did not stop in time)."""
+        """Stop one camera and drop it from its host (the host ends with its last camera); returns its
+        last stats (None when it had crashed, or its host does not answer).
+
+        Returns within ``STOP_WAIT_S`` (plus a stats call) even when the camera's source hangs (a read
+        blocks up to ``video_loss_after_s``): a camera not ended by then finishes in the background
+        (its frames in flight, its clips), and an emptied host is ended once its readers are."""
         handle = self.cameras.pop(camera_id)
         run = self.runs.pop(camera_id)
         handle.stop.remote()
-        ready, _ = ray.wait([run], timeout=timeout_s)
+        ready, _ = ray.wait([run], timeout=STOP_WAIT_S)
         stats: dict[str, Any] | None = None
         if ready:
-            try:
+            with contextlib.suppress(ray.exceptions.RayError):  # the camera had crashed: nothing to report
                 stats = ray.get(run)
-            except ray.exceptions.RayError:  # the camera had crashed: nothing to report
-                stats = None
+        else:
+            with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+                stats = {**ray.get(handle.stats.remote(), timeout=timeout_s), "stopping": True}
         host = self.host_of(camera_id)
         if host is not None:
             host.cameras.discard(camera_id)
+            if not ready:
+                host.ending.append(run)
             # A dead or stuck host: it is ended below when empty, or starts afresh at its next restart.
             with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
                 ray.get(host.actor.forget.remote(camera_id), timeout=timeout_s)
             if not host.cameras:
-                ray.kill(host.actor, no_restart=True)
                 self.hosts.remove(host)
+                self.closing.append(host)
+        self.end_closed_hosts()
         return stats
+
+    def end_closed_hosts(self, give_up_s: float = CLOSING_GIVE_UP_S) -> None:
+        """End the emptied hosts whose last readers ended (or that have had ``give_up_s`` to end them)."""
+        now = time.monotonic()
+        for host in list(self.closing):
+            host.closed_at = host.closed_at or now
+            host.ending = [r for r in host.ending if not ray.wait([r], timeout=0)[0]]
+            if not host.ending or now - host.closed_at >= give_up_s:
+                ray.kill(host.actor, no_restart=True)
+                self.closing.remove(host)
 
     def actors(self, *, inference: bool = True) -> list[Any]:
         """Every actor of the deployment (camera hosts, inference actors, pool, rules, ingress, API,
         site alerts): what a command that ends it kills."""
         members = list(ray.get(self.pool.actor_handles.remote())) if inference and self.pool else []
-        actors = [*(h.actor for h in self.hosts), *members, self.pool, self.rules, self.ingress, self.api,
-                  self.alerts]
+        hosts = [h.actor for h in [*self.hosts, *self.closing]]
+        actors = [*hosts, *members, self.pool, self.rules, self.ingress, self.api, self.alerts]
         return [a for a in actors if a is not None]
 
     def camera_stats(self) -> list[dict[str, Any]]:
@@ -222,3 +247,6 @@ class _Host:
     name: str
     live: bool
     cameras: set[str] = field(default_factory=set)
+    ending: list[ray.ObjectRef] = field(default_factory=list)
+    """The runs of removed cameras still finishing (a hung source's read, clips being written)."""
+    closed_at: float = 0.0

@@ -338,6 +338,7 @@ class Supervisor:
                     log.warning("camera_restarted", site=self.sites.get(camera_id), camera=camera_id,
                                 error=type(exc).__name__, restarts=self.restarts[camera_id])
                     dep.runs[camera_id] = dep.cameras[camera_id].run.remote()
+            dep.end_closed_hosts()  # hosts emptied while a removed camera's reader was still blocked
         finally:
             self.lock.release()
 
