@@ -171,6 +171,10 @@ class InferencePool:
             self._described(member, description)
         return described[0]
 
+    def canvas(self) -> LetterboxSpec | None:
+        """The canvas cameras letterbox to (a restarted supervisor asks, without waiting for actors)."""
+        return self.spec
+
     async def resize(self, actors: int) -> int:
         """Grow or shrink the pool while frames flow; a removed actor finishes its batches first."""
         if actors < 1:
