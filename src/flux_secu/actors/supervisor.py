@@ -444,6 +444,7 @@ class Supervisor:
                             max_batch=self.config.inference.max_batch)
         if self.metrics is not None:
             self.metrics.pool(sample.queued, sample.actors, sample.fill)
+            self.metrics.pool_faults(pool)
         if not autoscale or self.autoscaler is None:
             return
         if self._resizing is not None and not ray.wait([self._resizing], timeout=0)[0]:
