@@ -114,12 +114,19 @@ class Supervisor:
         with self.lock:
             if self.dep is not None:
                 raise RuntimeError("the deployment is already started")
+            self._end_leftovers()
             self.dep = Deployment.build(self.config, dry_run=self.dry_run, detached=True)
-            for site in self.config.sites:
-                for camera in site.cameras:
-                    self._add(site.id, camera)
-            # All created at once: the box's CPUs start them in parallel; no camera runs yet to disturb.
-            ray.get([c.stats.remote() for c in self.dep.cameras.values()], timeout=CAMERA_START_TIMEOUT_S)
+            try:
+                for site in self.config.sites:
+                    for camera in site.cameras:
+                        self._add(site.id, camera)
+                # All created at once: the box's CPUs start them in parallel; no camera runs yet to disturb.
+                ray.get([c.stats.remote() for c in self.dep.cameras.values()], timeout=CAMERA_START_TIMEOUT_S)
+            except BaseException:
+                # Detached, its actors would outlive a start that failed: end them with it.
+                self._end_named(self.dep.deployment_id)
+                self.dep = None
+                raise
             self._save()
             self._start_polling()
         log.info("deployment_started", sites=len(self.config.sites), cameras=len(self.dep.cameras))
@@ -316,6 +323,24 @@ class Supervisor:
         self._start_polling()
         log.warning("supervisor_resumed", deployment=record.deployment_id, adopted=adopted,
                     restarted=len(lost), took_s=round(time.monotonic() - started, 3))
+
+    def _end_leftovers(self) -> None:
+        """The actors of a deployment that was never stopped (its supervisor ended without ``stop``, on
+        a cluster that kept running): a new deployment replaces it."""
+        from flux_secu.store import open_store
+
+        try:
+            store = open_store(self.config.store)
+            try:
+                data = store.get_setting(DEPLOYMENT_KEY)
+            finally:
+                store.close()
+        except Exception as exc:  # the store answers later: nothing to clean up that we could know of
+            log.warning("deployment_record_unreadable", error=repr(exc))
+            return
+        if data is not None and data.get("state") == "running":
+            log.warning("previous_deployment_ended", deployment=data.get("deployment_id"))
+            self._end_named(str(data.get("deployment_id")))
 
     @staticmethod
     def _end_named(deployment_id: str) -> None:
