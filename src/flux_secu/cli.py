@@ -653,7 +653,7 @@ def _call(method: Any, *args: Any) -> Any:
 cameras_app = typer.Typer(no_args_is_help=True, help="Cameras of a running deployment: list, add, remove.")
 app.add_typer(cameras_app, name="cameras")
 CAMERA_COLUMNS = ("camera", "site", "state", "frames_read", "frames_done", "drops", "frames_lost",
-                  "reconnects", "restarts", "source")
+                  "reconnects", "restarts", "faults", "source")
 
 
 @cameras_app.command("list")
@@ -664,7 +664,9 @@ def cameras_list(
     """Every camera of the running deployment and its counters."""
     rows = _call(_supervisor(address).cameras)
     for row in rows:
-        _echo(row if json_output else {k: row.get(k, "") for k in CAMERA_COLUMNS}, json_output)
+        if not json_output:  # the active faults (video_loss is `link`): frozen, analysis_stalled...
+            row = {**{k: row.get(k, "") for k in CAMERA_COLUMNS}, "faults": ",".join(row.get("faults", []))}
+        _echo(row, json_output)
 
 
 @cameras_app.command("add")
