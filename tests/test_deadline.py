@@ -46,6 +46,14 @@ def test_stalled_after_waiting_without_an_answer_cleared_at_the_next_one() -> No
     assert not watch.stalled and watch.answered(108.0) is None
 
 
+def test_answers_the_camera_has_not_collected_are_not_a_stall() -> None:
+    watch = AnalysisWatch(5.0)
+    watch.sent(100.0)  # answered at once, but the reader is blocked in a dead source's read
+    assert watch.poll(106.0, lambda: True) is None
+    event = watch.poll(106.5, lambda: False)  # nothing came back: the pool is silent
+    assert event is not None and event.since == 100.0
+
+
 def test_a_camera_with_nothing_to_analyse_is_not_stalled() -> None:
     watch = AnalysisWatch(5.0)
     assert watch.poll(1000.0) is None  # never asked anything

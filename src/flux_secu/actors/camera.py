@@ -405,12 +405,17 @@ class Camera:
                 self._link_event(event)
             except Exception as exc:  # the rules actor is restarting: the fault stays in the log
                 self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
-        stall = self._analysis.poll(now)
+        stall = self._analysis.poll(now, self._answers_waiting)
         if stall is not None:
             try:
                 self._stall_event(stall)
             except Exception as exc:
                 self.log.error("camera_fault_not_sent", fault="analysis_stalled", error=repr(exc))
+
+    def _answers_waiting(self) -> bool:
+        """Answers back from the pool that the read loop has not collected (it is blocked in a read)."""
+        refs = list(self._in_flight)  # the read loop replaces the list, never mutates a copy of it
+        return bool(refs) and bool(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
 
     def _stall_event(self, event: StallEvent) -> None:
         self._fault(CameraFault(self.site, self.config.id, "analysis_stalled", event.active, event.ts,

@@ -10,6 +10,7 @@ single answer, and cleared at the next answer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -70,13 +71,22 @@ class AnalysisWatch:
             since, self._stalled = self._stalled, None
         return None if since is None else StallEvent(False, now, since, now - since)
 
-    def poll(self, now: float) -> StallEvent | None:
-        """Returns the raise once, when the camera has waited ``stalled_after_s`` for an answer."""
+    def poll(self, now: float, answers_waiting: Callable[[], bool] = lambda: False) -> StallEvent | None:
+        """Returns the raise once, when the camera has waited ``stalled_after_s`` for an answer.
+
+        ``answers_waiting``: whether answers came back that the camera has not collected yet (asked
+        only when it would raise): a reader blocked in a dead source's read collects nothing, and
+        that is video loss, not the pool's silence."""
         with self._lock:
             since = self._since
             if self._stalled is not None or since is None or now - since < self.stalled_after_s:
                 return None
             if self._outstanding == 0 and now - self._last_demand >= self.stalled_after_s:
                 return None  # asked nothing for a while: nothing to say about the pool
+        if answers_waiting():
+            return None
+        with self._lock:
+            if self._stalled is not None or self._since != since:
+                return None  # answered meanwhile
             self._stalled = since
             return StallEvent(True, now, since, now - since)
