@@ -9,8 +9,9 @@ evaluation sees every sampled frame.
 
 Faults (``video/link.py``, ``video/health.py``) go to ``faults`` (the rules actor, which records them as
 ``camera_fault`` incidents): ``video_loss`` when no frame arrived for ``video_loss_after_s`` (a
-watchdog thread, since a dead stream can block a read), ``video_restored`` at the next frame, and the
-health checks' frozen, black, blank, covered and moved. A failed open or read is logged (URL
+watchdog thread, since a dead stream can block a read), ``video_restored`` at the next frame,
+``analysis_stalled`` when the pool answers none of its frames for as long (``video/analysis.py``), and
+the health checks' frozen, black, blank, covered and moved. A failed open or read is logged (URL
 redacted) and retried after an exponential back-off with jitter.
 """
 
