@@ -57,7 +57,7 @@ def test_a_killed_supervisor_comes_back_and_adopts_the_running_deployment(
     import ray
 
     from flux_secu.actors.camera_host import host_name
-    from flux_secu.actors.supervisor import create_supervisor, get_supervisor
+    from flux_secu.actors.supervisor import get_supervisor
 
     clip = small_clip(LOWLIGHT_CLIP, tmp_path / "small.mp4", 160)
     # The four cameras see an empty scene (the clip's first 6 s, looped): no incident is open on the
@@ -72,9 +72,13 @@ def test_a_killed_supervisor_comes_back_and_adopts_the_running_deployment(
     data["sites"][0]["cameras"] = [dict(camera, id=cid) for cid in CAMERAS]
     data["camera_hosts"] = {"cameras_per_host": 2}  # two host processes
     config = parse_config(data, tmp_path)
+    path = tmp_path / "flux.yaml"
+    path.write_text(yaml.safe_dump(data))
     address = ray.get_runtime_context().gcs_address
-    supervisor = create_supervisor(config)
-    ray.get(supervisor.start.remote())
+    # Detached: the command returns once everything runs, and no driver of the deployment is left.
+    started = flux(address, "run", str(path), "--detach")
+    assert started.returncode == 0, started.stderr[-3000:]
+    supervisor = get_supervisor()
     store = SQLiteStore(config.store.path)
     try:
         before = wait_for("every camera reading", lambda: (rows := listed(address)) and all(
