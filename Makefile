@@ -11,7 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages and the command that shows each one is there.
 SYSTEM_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg sox:sox mosquitto:mosquitto \
 	mosquitto-clients:mosquitto_pub sip-tester:sipp redis-server:redis-server \
-	openssh-server:sshd rsync:rsync netcat-openbsd:nc chromium:chromium
+	openssh-server:sshd rsync:rsync netcat-openbsd:nc chromium:chromium prometheus:prometheus
+# Installed for its binary only: tests/test_prometheus_e2e.py runs its own Prometheus on a free loopback
+# port. Debian's package enables and starts a system service; the one we install is stopped and disabled.
+OWN_SERVICES := prometheus
 # Debian packages without a command of their own, checked with dpkg: the real RTSP server the camera
 # tests read from (gst-rtsp-server, run by Debian's python3 through python3-gi: tests/rtsp_server.py;
 # qtdemux and rtph264pay are in plugins-good, h264parse in plugins-bad).
@@ -35,7 +38,13 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	  for svc in $(OWN_SERVICES); do \
+	    case " $$missing " in *" $$svc "*) \
+	      $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || \
+	        $(SUDO) systemctl disable $$svc >/dev/null 2>&1 || true;; \
+	    esac; \
+	  done; \
 	fi
 
 $(VENV)/.installed-$(RUNTIME): pyproject.toml

@@ -41,9 +41,10 @@ PASSWORD = "bench-password-1"
 
 def config(tmp: Path) -> Any:
     return parse_config(yaml.safe_load(f"""
+var_dir: {tmp / "var"}
 model: {{path: {ASSETS / "models" / "yolox_nano.onnx"}, labels: {ASSETS / "models" / "coco80_labels.txt"}}}
 store: {{path: {tmp / "bench.db"}}}
-notifications: {{dry_run: true, ack_secret: bench-secret-of-some-length}}
+notifications: {{dry_run: true, ack_secret: bench-secret-of-some-length-32-characters}}
 api: {{port: 0, users: [{{name: bench, role: admin, password_hash: "{hash_password(PASSWORD)}"}}]}}
 sites:
   - id: site-a
@@ -67,7 +68,7 @@ def fill(store: SQLiteStore, tmp: Path, incidents: int) -> str:
         for k in ("confirmed", "warning", "recheck", "escalated", "notification", "notification:2",
                   "notification:3", "acknowledged"):
             store.record_event(inc.id, k.split(":")[0], ts + 1, {"by": "x", "contact": "Astreinte"}, key=k)
-        path = tmp / "evidence" / inc.id / "snapshot.jpg"
+        path = tmp / "var" / "evidence" / inc.id / "snapshot.jpg"  # the config's evidence dir
         path.parent.mkdir(parents=True)
         path.write_bytes(jpeg)
         store.record_event(inc.id, "evidence", ts + 2, {"file": "snapshot.jpg", "path": str(path),
@@ -89,6 +90,19 @@ def timed(client: httpx.Client, method: str, url: str, n: int, **kwargs: Any) ->
             "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2)}
 
 
+def write_cost(store: SQLiteStore, mode: str, n: int) -> dict[str, float]:
+    store._db.execute(f"PRAGMA synchronous={mode}")
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        store.append_audit(time.time(), "bench", "bench_write", str(i), {})
+        samples.append((time.perf_counter() - t0) * 1e3)
+    store._db.execute("PRAGMA synchronous=FULL")
+    samples.sort()
+    return {"median_ms": round(statistics.median(samples), 3),
+            "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,15 +115,15 @@ def main() -> None:
     t0 = time.perf_counter()
     last = fill(store, tmp, args.incidents)
     print(f"store filled: {args.incidents} incidents in {time.perf_counter() - t0:.1f} s", flush=True)
-    server = ApiServer(create_app(cfg, store, StoreBackend(store), b"bench-secret-of-some-length"),
-                       "127.0.0.1", 0)
+    secret = b"bench-secret-of-some-length-32-characters"
+    server = ApiServer(create_app(cfg, store, StoreBackend(store), secret), "127.0.0.1", 0)
     server.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client:
             login = timed(client, "POST", "/api/login", 5, json={"name": "bench", "password": PASSWORD})
             token = client.post("/api/login", json={"name": "bench", "password": PASSWORD}).json()["token"]
             client.cookies.clear()
-            h = {"Authorization": f"Bearer {token}"}
+            h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             n = args.requests
             result = {
                 "incidents": args.incidents,
@@ -124,6 +138,8 @@ def main() -> None:
                 "camera_snapshot": timed(client, "GET", "/api/cameras/cam-2/snapshot.jpg", n, headers=h),
                 "acknowledge": timed(client, "POST", f"/api/incidents/{last}/acknowledge", n, headers=h),
                 "export_zip": timed(client, "GET", f"/api/incidents/{last}/export", 10, headers=h),
+                # The incident log's durability: one audit write (a transaction) per mode.
+                "audit_write_synchronous": {mode: write_cost(store, mode, n) for mode in ("FULL", "NORMAL")},
                 "requests_each": n,
                 "machine": describe(),
             }

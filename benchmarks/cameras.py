@@ -81,6 +81,14 @@ Output
     "bare_model_fps", "machine", ...}``, the figures at ``max_cameras``.
     ``cpu_per_camera`` is the whole deployment's CPU (all processes) / N, in % of one core.
 
+Soak (``--soak SECONDS``, with one step: ``--steps 10``)
+    After the step's window, the deployment keeps running for SECONDS while the PSS of the driver and
+    every Ray process is sampled every ``--sample-every`` s (30). Growth is the least-squares slope of
+    each role's PSS (and of the total) over the samples taken after ``--settle`` s (600: buffers that
+    fill once, such as the evidence rings, are full by then), in MiB per hour and in % per hour of its
+    value at the start of the fit. The summary gets a ``soak`` object and goes to
+    ``benchmarks/results/cameras-soak.json`` (``cameras.json`` is the sweep's and is left alone).
+
 Run (serialise CPU-heavy runs on this 2-core box):
     flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py            # ~5 min here
     flock /tmp/flux-secu-cpu.lock .venv/bin/python benchmarks/cameras.py --quick    # ~3 min
@@ -376,6 +384,44 @@ def memory() -> dict[str, float]:
             **{f"pss_mib_{k}": round(v, 1) for k, v in sorted(pss.items())}}
 
 
+def soak(seconds: float, every_s: float) -> list[tuple[float, dict[str, float]]]:
+    """PSS by role every ``every_s`` for ``seconds``: ``(seconds since the first sample, memory())``."""
+    samples: list[tuple[float, dict[str, float]]] = []
+    t0 = time.monotonic()
+    while True:
+        t = time.monotonic() - t0
+        samples.append((t, memory()))
+        m = samples[-1][1]
+        log(f"soak {t:6.0f} s: PSS {m['pss_mib_total']:.0f} MiB (gcs_server "
+            f"{m.get('pss_mib_gcs_server', 0):.0f}, camera hosts {m.get('pss_mib_CameraHost', 0):.0f})")
+        if t >= seconds:
+            return samples
+        time.sleep(min(every_s, seconds - t))
+
+
+def pss_growth(samples: list[tuple[float, dict[str, float]]], settle_s: float) -> dict[str, Any]:
+    """Least-squares growth of each PSS figure present in every sample taken at or after ``settle_s``."""
+    fit = [(t, m) for t, m in samples if t >= settle_s]
+    if len(fit) < 3:
+        raise ValueError(f"{len(fit)} samples after {settle_s} s: at least 3 are needed for a slope")
+    keys = sorted(k for k in fit[0][1] if k.startswith("pss_mib_") and all(k in m for _, m in fit))
+    hours = [t / 3600 for t, _ in fit]
+    mean_h = sum(hours) / len(hours)
+    var = sum((h - mean_h) ** 2 for h in hours)
+    out: dict[str, Any] = {}
+    for key in keys:
+        ys = [m[key] for _, m in fit]
+        mean_y = sum(ys) / len(ys)
+        slope = sum((h - mean_h) * (y - mean_y) for h, y in zip(hours, ys, strict=True)) / var
+        start = mean_y + slope * (hours[0] - mean_h)  # the fitted value at the first sample of the fit
+        out[key.removeprefix("pss_mib_")] = {
+            "start_mib": round(start, 1), "last_mib": round(ys[-1], 1), "mib_per_hour": round(slope, 1),
+            "pct_per_hour": round(slope / start * 100, 2) if start > 0 else None,
+        }
+    return {"fit_from_s": round(fit[0][0], 1), "fit_to_s": round(fit[-1][0], 1), "samples": len(fit),
+            "by_role": out}
+
+
 @dataclass
 class Step:
     n: int
@@ -618,8 +664,15 @@ def main() -> None:
                         help=f"seconds between two intruders on a camera (default {DEFAULT_CYCLE_S:.0f})")
     parser.add_argument("--no-quiet", action="store_true",
                         help="cameras never go quiet (motion.quiet_after_s: 0): every frame decoded")
+    parser.add_argument("--soak", type=float, default=0.0,
+                        help="after the (single) step, keep running this many seconds sampling PSS")
+    parser.add_argument("--sample-every", type=float, default=30.0, help="soak: seconds between samples")
+    parser.add_argument("--settle", type=float, default=600.0,
+                        help="soak: growth is fitted on the samples after this many seconds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.soak and (args.steps is None or len(args.steps) != 1):
+        parser.error("--soak needs one step: --steps N")
     steps_n = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     warmup = args.warmup if args.warmup is not None else (6.0 if args.quick else 12.0)
     window = args.window if args.window is not None else (15.0 if args.quick else 30.0)
@@ -682,6 +735,7 @@ def main() -> None:
                 if step.rss_mib_total > MEMORY_TARGET_MIB * 2:
                     log("memory far beyond the target: stopping")
                     break
+            samples = soak(args.soak, args.sample_every) if args.soak and results else []
             pool_stats = ray.get(dep.pool.stats.remote())
             entries = entry_latencies(store, presence_at, scene.cycle_s)
             dep.stop()
@@ -738,6 +792,18 @@ def main() -> None:
         "runtime_s": round(time.monotonic() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.soak:
+        from flux_secu.actors.graph import MEMORY_ENV
+
+        summary["soak"] = {"seconds": args.soak, "cameras": steps_n[0],
+                           "memory_env": {k: os.environ.get(k) for k in MEMORY_ENV},
+                           **pss_growth(samples, args.settle)}
+        (args.out / "cameras-soak.json").write_text(json.dumps(
+            {"summary": summary, "samples": samples, "steps": [asdict(s) for s in results]},
+            indent=2, ensure_ascii=False) + "\n")
+        log(f"wrote {args.out / 'cameras-soak.json'}")
+        print(json.dumps(summary, ensure_ascii=False))
+        return
     (args.out / "cameras.json").write_text(json.dumps(
         {"summary": summary, "bare": bare, "pool": pool_stats, "steps": [asdict(s) for s in results]},
         indent=2, ensure_ascii=False) + "\n")

@@ -29,7 +29,7 @@ def api_config(tmp_path: Path, more: Callable[[dict[str, Any]], None] | None = N
             {"name": name, "role": ROLES[name], "password_hash": CHEAP.hash(pw)}
             for name, pw in PASSWORDS.items()
         ], **api}
-        d["notifications"]["ack_secret"] = "test-ack-secret-of-some-length"
+        d["notifications"]["ack_secret"] = "test-ack-secret-of-some-length-32+chars"
         d["sites"][0]["cameras"].append({"id": "cam-two", "source": str(LOWLIGHT_CLIP)})
         if more is not None:
             more(d)

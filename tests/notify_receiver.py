@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,12 +16,24 @@ class Receiver:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any], float]] = []
+        self.failing: set[str] = set()
+        """Paths that answer 503 (a gateway down): their posts go to ``refused``, not ``posts``."""
+        self.refused: list[str] = []
+        self.on_post: Callable[[str], None] | None = None
+        """Called with the path once a post is accepted, before the answer (a fault to inject then)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path in outer.failing:
+                    outer.refused.append(self.path)
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 outer.posts.append((self.path, json.loads(body), time.time()))
+                if outer.on_post is not None:
+                    outer.on_post(self.path)
                 self.send_response(200)
                 self.end_headers()
 

@@ -20,13 +20,14 @@ from flux_secu.api.backend import StoreBackend
 from flux_secu.api.export import ExportInvalid, verify_export
 from flux_secu.api.views import CameraHealth
 from flux_secu.config import Config
+from flux_secu.incidents.lifecycle import Transition
 from flux_secu.rules.incident import IncidentKind, IncidentState
 from flux_secu.store import SQLiteStore
 from flux_secu.store.base import Store
 
 from .api_helpers import JPEG, PASSWORDS, add_incident, api_config
 
-SECRET = b"test-ack-secret-of-some-length"
+SECRET = b"test-ack-secret-of-some-length-32+chars"
 NIGHT = 1_795_989_600.0  # 2026-11-29 23:00 Europe/Paris
 
 
@@ -42,7 +43,7 @@ class Api:
     def __init__(self, config: Config, store: Store, clock: Clock) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.app = create_app(config, store, StoreBackend(store), SECRET, clock=clock)
-        self.client = TestClient(self.app)
+        self.client = TestClient(self.app, headers={"Content-Type": "application/json"})
 
     def login(self, name: str) -> dict[str, str]:
         answer = self.client.post("/api/login", json={"name": name, "password": PASSWORDS[name]})
@@ -98,9 +99,12 @@ def test_login_sets_a_cookie_session_and_logout_ends_it(api: Api) -> None:
     assert "flux_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
     assert client.get("/api/me").json() == {"user": "marc", "role": "operator",  # by the cookie
                                             "timezone": "Europe/Paris"}
+    token = answer.json()["token"]
     client.post("/api/logout")
     assert client.get("/api/me").status_code == 401
-    assert actions(api.store) == [("marc", "login", "")]
+    # Revoked on the server: the same token, kept by whoever copied it, no longer works.
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert actions(api.store) == [("marc", "login", ""), ("marc", "logout", "")]
 
 
 def test_wrong_passwords_are_refused_audited_and_rate_limited(api: Api) -> None:
@@ -109,7 +113,7 @@ def test_wrong_passwords_are_refused_audited_and_rate_limited(api: Api) -> None:
         answer = client.post("/api/login", json={"name": name, "password": password})
         assert answer.status_code in (401, 422)
     max_failures = api.config.api.login_max_failures  # type: ignore[union-attr]
-    for _ in range(max_failures - 2):
+    for _ in range(max_failures - 1):
         assert client.post("/api/login", json={"name": "marc", "password": "wrong"}).status_code == 401
     # Past the limit even the right password is refused, with a delay to wait.
     answer = client.post("/api/login", json={"name": "marc", "password": PASSWORDS["marc"]})
@@ -118,7 +122,7 @@ def test_wrong_passwords_are_refused_audited_and_rate_limited(api: Api) -> None:
     api.clock.now += api.config.api.login_window_s + 1  # type: ignore[union-attr]
     assert client.post("/api/login", json={"name": "marc", "password": PASSWORDS["marc"]}).status_code == 200
     failed = [a for a in actions(api.store) if a[1] == "login_failed"]
-    assert ("nobody", "login_failed", "") in failed and len(failed) == max_failures
+    assert ("nobody", "login_failed", "") in failed and len(failed) == max_failures + 1
 
 
 def test_an_expired_session_or_a_changed_password_is_refused(tmp_path: Path) -> None:
@@ -139,7 +143,7 @@ def test_an_expired_session_or_a_changed_password_is_refused(tmp_path: Path) -> 
 
 
 def test_roles(api: Api, tmp_path: Path) -> None:
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT)
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT)
     viewer, operator, admin = api.login("zoe"), api.login("marc"), api.login("admin")
     c = api.client
     assert c.get(f"/api/incidents/{inc.id}", headers=viewer).status_code == 200
@@ -163,11 +167,11 @@ def test_roles(api: Api, tmp_path: Path) -> None:
 
 
 def test_incident_filters_and_clear_errors(api: Api, tmp_path: Path) -> None:
-    ev = tmp_path / "evidence"
+    ev = api.config.evidence_dir
     first = add_incident(api.store, ev, NIGHT)
     panic = add_incident(api.store, ev, NIGHT + 60, kind=IncidentKind.PANIC, camera="")
     other = add_incident(api.store, ev, NIGHT + 120, camera="cam-two")
-    api.store.set_state(other.id, IncidentState.ESCALATED)
+    api.store.transition(other.id, Transition.ESCALATED, NIGHT + 130, {})
     h = api.login("zoe")
 
     def ids(**query: Any) -> list[str]:
@@ -194,7 +198,7 @@ def test_incident_filters_and_clear_errors(api: Api, tmp_path: Path) -> None:
 
 def test_detail_timeline_and_evidence_views_are_audited(api: Api, tmp_path: Path) -> None:
     clip = b"\x00\x00\x00\x18ftypmp42" + bytes(200)
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT,
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT,
                        files={"snapshot.jpg": JPEG, "clip.mp4": clip})
     # A record pointing outside the contract's layout is never served.
     api.store.record_event(inc.id, "evidence", NIGHT, {"file": "snapshot.jpg", "path": "/etc/passwd",
@@ -217,8 +221,8 @@ def test_detail_timeline_and_evidence_views_are_audited(api: Api, tmp_path: Path
 
 
 def test_acknowledge_stops_the_chain_once_and_is_audited(api: Api, tmp_path: Path) -> None:
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT)
-    api.store.set_state(inc.id, IncidentState.ESCALATED)
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT)
+    api.store.transition(inc.id, Transition.ESCALATED, NIGHT + 10, {})
     h = api.login("marc")
     answer = api.client.post(f"/api/incidents/{inc.id}/acknowledge", headers=h)
     assert answer.json() == {"ok": True, "first": True, "incident": inc.id}
@@ -235,7 +239,7 @@ def test_acknowledge_stops_the_chain_once_and_is_audited(api: Api, tmp_path: Pat
 
 
 def test_acknowledgement_links(api: Api, tmp_path: Path) -> None:
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT)
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT)
     token = make_token(SECRET, inc.id, "Astreinte", api.clock.now + 600)
     page = api.client.get(f"/ack/{token}")
     assert page.status_code == 200 and "<form method=\"post\">" in page.text
@@ -285,7 +289,7 @@ def test_arm_and_disarm_with_expiry(api: Api) -> None:
 
 
 def test_signed_export_verifies_and_detects_tampering(api: Api, tmp_path: Path) -> None:
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT, files={"snapshot.jpg": JPEG})
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT, files={"snapshot.jpg": JPEG})
     answer = api.client.get(f"/api/incidents/{inc.id}/export", headers=api.login("marc"))
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
     key = derive_key(SECRET, "export")
@@ -317,13 +321,13 @@ def test_cameras_snapshots_and_night_report(api: Api, tmp_path: Path) -> None:
     cams = api.client.get("/api/cameras", headers=h).json()
     assert [(c["id"], c["health"]) for c in cams] == [("cam-test", "unknown"), ("cam-two", "unknown")]
     assert api.client.get("/api/cameras/cam-test/snapshot.jpg", headers=h).status_code == 404
-    inc = add_incident(api.store, tmp_path / "evidence", NIGHT, files={"snapshot.jpg": JPEG})
+    inc = add_incident(api.store, api.config.evidence_dir, NIGHT, files={"snapshot.jpg": JPEG})
     for _ in range(3):
         snap = api.client.get("/api/cameras/cam-test/snapshot.jpg", headers=h)
         assert snap.content == JPEG and snap.headers["x-snapshot"] == f"incident {inc.id}"
     assert [a for a in actions(api.store) if a[1] == "live_view"] == [("zoe", "live_view", "cam-test")]
     assert api.client.get("/api/cameras/nope/snapshot.jpg", headers=h).status_code == 404
-    add_incident(api.store, tmp_path / "evidence", NIGHT + 5, kind=IncidentKind.CAMERA_FAULT,
+    add_incident(api.store, api.config.evidence_dir, NIGHT + 5, kind=IncidentKind.CAMERA_FAULT,
                  camera="cam-two")
     health = {c["id"]: c["health"] for c in api.client.get("/api/cameras", headers=h).json()}
     assert health == {"cam-test": "unknown", "cam-two": "fault"}
@@ -332,6 +336,23 @@ def test_cameras_snapshots_and_night_report(api: Api, tmp_path: Path) -> None:
     assert report["title"].startswith("[flux-secu] Rapport de la nuit du 29/11/2026")
     bad = api.client.get("/api/sites/site-test/report", params={"night": "29/11"}, headers=h)
     assert bad.status_code == 422 and "night" in bad.json()["detail"]
+
+
+def test_camera_stats_never_show_a_url_secret_to_a_viewer(tmp_path: Path) -> None:
+    class Backend(StoreBackend):
+        def camera_stats(self, camera_id: str) -> dict[str, Any] | None:
+            # What a decoder error quotes: the camera's URL, credentials and all.
+            return {"frames_read": 3, "last_error": "cannot open rtsp://admin:hunter2@10.0.0.5/live?passwd=s3cret"
+                                                    "&channel=1: timeout"}
+
+    store = SQLiteStore(tmp_path / "api.db")
+    api = Api(api_config(tmp_path), store, Clock())
+    api.app = create_app(api.config, store, Backend(store), SECRET, clock=api.clock)
+    api.client = TestClient(api.app, headers={"Content-Type": "application/json"})
+    cams = api.client.get("/api/cameras", headers=api.login("zoe")).json()
+    errors = [c["stats"]["last_error"] for c in cams]
+    assert errors == ["cannot open rtsp://***@10.0.0.5/live?passwd=***&channel=1: timeout"] * 2
+    store.close()
 
 
 def test_the_web_interface_shell_is_served_in_french(api: Api) -> None:
@@ -347,7 +368,7 @@ def test_the_web_interface_shell_is_served_in_french(api: Api) -> None:
 def test_acknowledge_and_audit_on_each_store(store_factory: Callable[[], Store], tmp_path: Path) -> None:
     store = store_factory()
     api = Api(api_config(tmp_path), store, Clock())
-    inc = add_incident(store, tmp_path / "evidence", NIGHT)
+    inc = add_incident(store, api.config.evidence_dir, NIGHT)
     h = api.login("marc")
     assert api.client.post(f"/api/incidents/{inc.id}/acknowledge", headers=h).json()["first"] is True
     reopened = store_factory()
@@ -360,22 +381,33 @@ def test_acknowledge_and_audit_on_each_store(store_factory: Callable[[], Store],
 # --- pure pieces ----------------------------------------------------------------------------------
 
 
-def test_login_throttle_counts_per_key_in_a_sliding_window() -> None:
+def test_login_throttle_counts_per_address_and_name_with_back_off() -> None:
     clock = Clock(0.0)
     throttle = LoginThrottle(3, 60.0, clock)
-    for t in (0.0, 10.0, 20.0):
+    for t in (0.0, 1.0, 2.0):
         clock.now = t
-        assert throttle.retry_after("ip:a", "user:u") == 0
-        throttle.failed("ip:a", "user:u")
-    assert throttle.retry_after("ip:a") == pytest.approx(40.0)
-    assert throttle.retry_after("ip:b", "user:u") == pytest.approx(40.0)  # the name is blocked anywhere
-    assert throttle.retry_after("ip:b", "user:v") == 0
-    clock.now = 60.5  # the first failure left the window
-    assert throttle.retry_after("ip:a") == 0
-    throttle.succeeded("ip:a", "user:u")
-    clock.now = 61.0
-    throttle.failed("ip:a")
-    assert throttle.retry_after("ip:a") == 0
+        assert throttle.begin("a", "u") == 0  # counted as it begins
+    clock.now = 2.0
+    assert throttle.begin("a", "u") == pytest.approx(1.0)  # 1 s after the 3rd failure
+    assert throttle.begin("b", "u") == 0  # another address never locks the name out
+    throttle.succeeded("b", "u")
+    clock.now = 3.0
+    assert throttle.begin("a", "u") == 0  # the 4th try, then 2 s, then 4 s...
+    assert throttle.begin("a", "u") == pytest.approx(2.0)
+    clock.now = 5.0
+    assert throttle.begin("a", "u") == 0
+    assert throttle.begin("a", "u") == pytest.approx(4.0)
+    clock.now = 200.0  # the window forgot them all
+    assert throttle.begin("a", "u") == 0
+    throttle.succeeded("a", "u")
+    assert throttle.begin("a", "u") == 0
+
+
+def test_login_throttle_memory_is_bounded() -> None:
+    throttle = LoginThrottle(3, 60.0, Clock(0.0), max_keys=100)
+    for i in range(1000):
+        throttle.begin(f"10.0.{i // 256}.{i % 256}", "u")
+    assert throttle.keys() <= 100
 
 
 def test_camera_health_follows_the_frame_counter() -> None:
@@ -411,7 +443,7 @@ def test_serve_answers_on_a_real_socket_and_acknowledges_in_the_store(
                       "    - {name: marc, role: operator, password_hash: '${FLUX_HASH_MARC}'}\n")
     db = tmp_path / "evaluate.db"
     store = SQLiteStore(db)
-    inc = add_incident(store, tmp_path / "evidence", NIGHT)
+    inc = add_incident(store, tmp_path / "var" / "evidence", NIGHT)
     proc = subprocess.Popen([str(FLUX_SECU), "serve", str(config), "--store", str(db)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -443,6 +475,9 @@ def test_serve_answers_on_a_real_socket_and_acknowledges_in_the_store(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert store.incidents()[0].state is IncidentState.ACKNOWLEDGED
-    assert [(r.user, r.action) for r in store.audit_log()] == [("marc", "login"), ("marc", "acknowledge")]
+    assert [(r.user, r.action) for r in store.audit_log()] == [
+        ("marc", "login"), ("marc", "incident_list"), ("marc", "acknowledge")]
     store.close()

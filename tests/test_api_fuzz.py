@@ -1,7 +1,9 @@
 """The OpenAPI spec fuzzed with schemathesis: whatever it sends, valid or not, the API never answers 5xx.
 
-It runs as an admin (every route open to it) against a real SQLite store holding incidents with evidence,
-so that the generated requests reach the handlers and not only the authentication in front of them.
+It runs as each role and without a session, against a real SQLite store holding incidents with
+evidence (so that the generated requests reach the handlers and not only the authentication in front of
+them), with the panic webhook on (a real :class:`PanicIngress` whose dispatch opens nothing) and the
+acknowledgement links, which answer without a session.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from flux_secu.actors.panic import PanicIngress
+from flux_secu.alerts.panic import verifier_from_config
 from flux_secu.api.app import create_app
 from flux_secu.api.backend import StoreBackend
 from flux_secu.store import SQLiteStore
@@ -28,11 +32,27 @@ EXAMPLES = 15
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("fuzz")
     store = SQLiteStore(tmp / "fuzz.db")
+
+    def with_panic(d: dict[str, Any]) -> None:
+        device = {"id": "btn-1", "agent": "Agent", "secret": "0123456789abcdef-fuzz"}
+        d["sites"][0]["panic"] = {"devices": [device]}
+
+    config = api_config(tmp, with_panic)
     for i in range(3):
-        add_incident(store, tmp / "evidence", 1_795_989_600.0 + i, files={"snapshot.jpg": JPEG})
-    app = create_app(api_config(tmp), store, StoreBackend(store), b"fuzz-secret")
-    token = TestClient(app).post("/api/login", json={"name": "admin", "password": PASSWORDS["admin"]})
-    yield app, {"Authorization": f"Bearer {token.json()['token']}"}
+        add_incident(store, config.evidence_dir, 1_795_989_600.0 + i, files={"snapshot.jpg": JPEG})
+    ingress = PanicIngress(verifier_from_config(config), lambda press: f"panic-{press.device_id}")
+
+    class Backend(StoreBackend):
+        def panic(self, site: str, raw: bytes, origin: str) -> tuple[int, dict[str, Any]] | None:
+            return ingress.handle(site, raw, "http", origin=origin)
+
+    app = create_app(config, store, Backend(store), b"fuzz-secret-of-at-least-32-characters",
+                     panic_webhook=True)
+    client = TestClient(app)
+    logins = {name: client.post("/api/login", json={"name": name, "password": PASSWORDS[name]})
+              for name in ("admin", "marc", "zoe")}
+    tokens = {name: answer.json()["token"] for name, answer in logins.items()}
+    yield app, {name: {"Authorization": f"Bearer {t}"} for name, t in tokens.items()}
     store.close()
 
 
@@ -52,16 +72,18 @@ def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], seen: se
         assert mode is GenerationMode.NEGATIVE and not operation.definition.raw.get("parameters")
 
 
-def test_no_request_gets_a_server_error(served: Any) -> None:
-    app, admin = served
+@pytest.mark.parametrize("who", ["admin", "marc", "zoe", None], ids=["admin", "operator", "viewer", "nobody"])
+def test_no_request_gets_a_server_error(served: Any, who: str | None) -> None:
+    app, sessions = served
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     seen: set[int] = set()
-    operations = 0
+    paths = set()
     for result in schema.get_all_operations():
         operation = result.ok()
-        operations += 1
+        paths.add(operation.path)
+        headers = sessions[who] if who is not None and operation.path != "/api/login" else {}
         for mode in GenerationMode:  # valid requests, then invalid ones
-            fuzz(operation, mode, admin if operation.path != "/api/login" else {}, seen)
-    assert operations >= 18
+            fuzz(operation, mode, headers, seen)
+    assert len(paths) >= 18 and {"/ack/{token}", "/panic/{site}"} <= paths
     # The generated requests reached the handlers, not only the authentication in front of them.
-    assert {200, 404, 422} <= seen, seen
+    assert ({200, 404, 422} if who == "admin" else {401} if who is None else {200, 403}) <= seen, seen

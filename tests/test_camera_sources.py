@@ -75,7 +75,7 @@ def test_http_mjpeg_camera_with_credentials() -> None:
         wrong = CameraConfig(id="mjpeg", source=server.url(), username="viewer", password="wrong")
         with pytest.raises(SourceError) as err:
             VideoSource(wrong.url(), open_timeout_s=3)
-        assert "wrong" not in str(err.value) and "viewer:***@" in str(err.value)
+        assert "wrong" not in str(err.value) and "://***@" in str(err.value)
     finally:
         server.close()
 
@@ -85,7 +85,7 @@ def test_random_bytes_on_the_port_are_a_clear_error_without_the_password(
         scheme: str, capfd: pytest.CaptureFixture[str]) -> None:
     garbage = GarbageServer()
     try:
-        with pytest.raises(SourceError, match=rf"^cannot open video source {scheme}://admin:\*\*\*@127"):
+        with pytest.raises(SourceError, match=rf"^cannot open video source {scheme}://\*\*\*@127"):
             VideoSource(f"{scheme}://admin:hunter2@127.0.0.1:{garbage.port}/stream", open_timeout_s=3)
         assert garbage.connections >= 1
     finally:

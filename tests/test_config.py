@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,27 @@ def test_demo_config_is_valid() -> None:
     assert "2 camera(s)" in result.stdout
 
 
+def test_ack_secret_length_and_link_ttl_are_bounded(tmp_path: Path) -> None:
+    from .conftest import build_config
+
+    def with_notifications(**fields: Any) -> Any:
+        return lambda d: d["notifications"].update(fields)
+
+    for fields, where in [({"ack_secret": "short"}, "ack_secret"),
+                          ({"ack_link_ttl_s": 30 * 86400}, "ack_link_ttl_s")]:
+        with pytest.raises(ConfigError) as err:
+            build_config(tmp_path, with_notifications(**fields))
+        assert where in str(err.value)
+        assert "short" not in str(err.value).replace("ack_secret", "")  # never the secret itself
+
+
 def test_valid_config_resolves_paths_and_secrets(config_file: Path) -> None:
     cfg = load_config(config_file)
     assert cfg.store.path == config_file.parent / "var" / "flux-secu.db"
-    assert cfg.sites[0].escalation.contacts[0].channels == ["json://127.0.0.1:9/s3cr3t-token"]
+    channels = cfg.sites[0].escalation.contacts[0].channels
+    assert [c.get_secret_value() for c in channels] == ["json://127.0.0.1:9/s3cr3t-token"]
+    # Secrets stay out of the repr and of a dump (what Ray and logs would show).
+    assert "s3cr3t-token" not in repr(cfg) and "s3cr3t-token" not in str(cfg.model_dump())
     assert cfg.sites[0].opening_hours.wed[1].start.hour == 13
 
 
@@ -38,6 +56,8 @@ def test_valid_config_resolves_paths_and_secrets(config_file: Path) -> None:
         ("timezone: Europe/Paris", "timezone: Europe/Lyon", "timezone", "unknown timezone"),
         ("${NOTIFY_TOKEN_FOR_TESTS}", "${UNSET_SECRET_FOR_TESTS}",
          "sites[0].escalation.contacts[0].channels[0]", "UNSET_SECRET_FOR_TESTS is not set"),
+        ("    cameras:", '    seasonal_hours: [{from: "04-31", until: "09-30", opening_hours: {}}]\n'
+         "    cameras:", "sites[0].seasonal_hours[0].from", "'MM-DD'"),
     ],
 )
 def test_bad_config_exits_2_naming_field_and_reason(

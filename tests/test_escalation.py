@@ -178,6 +178,12 @@ def test_no_acknowledgement_escalates_to_the_next_contact_and_a_link_stops_it(
         with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as r:
             result = json.loads(r.read())
         assert result == {"ok": True, "incident": incident.id, "by": "Bea", "first": True}
+        # Audited like the API's links; a second POST of the link is refused (single use).
+        audit = [(r.user, r.action, r.data.get("ingress")) for r in store.audit_log()]
+        assert audit == [("Bea", "acknowledge", "panic-http")]
+        with pytest.raises(urllib.error.HTTPError) as reused:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10)
+        assert reused.value.code == 409
         with pytest.raises(urllib.error.HTTPError) as refused:
             forged = urllib.request.Request(url[:-3] + "xyz", data=b"", method="POST")
             urllib.request.urlopen(forged, timeout=10)
@@ -216,7 +222,8 @@ def test_restarted_site_alerts_resume_the_chain_without_duplicates(
         time.sleep(0.5)
         assert receiver.paths()[:3] == ["/Alice", "/Bea", "/Chloe"]  # each once, in order
         keys = [e.key for e in store.events(incident.id) if e.kind == "notification"]
-        assert keys[:3] == ["notify:0:0:Alice", "notify:0:1:Bea", "notify:0:2:Chloe"]
+        # One channel each: one notification per channel, keyed by the step and the channel.
+        assert keys[:3] == ["notify:0:0:Alice:0", "notify:0:1:Bea:0", "notify:0:2:Chloe:0"]
         assert len(keys) == len(set(keys))
     finally:
         ray.kill(host, no_restart=True)
@@ -239,7 +246,7 @@ def test_panic_press_notifies_police_and_manager_at_once_with_proof(
                            message_id="site-test:btn-7:n-1")
         incident_id = ray.get(actor.panic.remote(press))
         assert ray.get(actor.panic.remote(press)) == incident_id  # redelivered: changes nothing
-        assert incident_id == "panic-site-test-btn-7-n-1"
+        assert incident_id == f"panic-site-test-btn-7-{round(now - 0.2)}-n-1"
         receiver.wait_for(2)
         assert sorted(receiver.paths()) == ["/manager", "/police"]  # no verification step, no on-call chain
         store = SQLiteStore(config.store.path)

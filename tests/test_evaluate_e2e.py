@@ -65,7 +65,11 @@ def test_intruder_gone_at_the_recheck_is_deterred_and_nobody_is_notified(
     config_file: Path, tmp_path: Path
 ) -> None:
     # Warned at 7.0 s; the person leaves at 19.1 s; looking again 15 s after the warning finds nobody.
-    config_file.write_text(config_file.read_text().replace("recheck_after_s: 4", "recheck_after_s: 15"))
+    # Deterred once the view has stayed healthy a moment more (tamper_after_s + interval_s: a camera
+    # covered just before the recheck would have raised its fault by then): 1 s, inside the clip.
+    config_file.write_text(config_file.read_text().replace("recheck_after_s: 4", "recheck_after_s: 15")
+                           .replace("        detect_fps: 5\n", "        detect_fps: 5\n        health: "
+                                    "{interval_s: 0.5, tamper_after_s: 0.5}\n"))
     lines = evaluate(config_file, "2026-11-25T23:00:00+01:00", tmp_path)
     first = next(line for line in lines if line["type"] == "incident")
     assert first["warnings"] == 1 and first["recheck"] is False

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flux_secu.config import OpeningHours
+from flux_secu.config import OpeningHours, SeasonalHoursConfig
 from flux_secu.rules.calendar import SiteCalendar
 from flux_secu.rules.presence import PresenceConfirmed, PresenceEnded, PresenceTracker
 
@@ -48,6 +48,24 @@ def test_calendar_uses_site_local_time_across_dst(calendar: SiteCalendar) -> Non
 def test_calendar_refuses_naive_instants(calendar: SiteCalendar) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         calendar.is_open(datetime(2026, 11, 23, 10, 0))
+
+
+def test_seasonal_hours_replace_the_weekly_ones_on_the_days_they_contain() -> None:
+    summer = SeasonalHoursConfig.model_validate(
+        {"name": "été", "from": "04-01", "until": "09-30", "opening_hours": {"mon": ["08:30-18:30"]}})
+    # A season across the new year: closed every day from Christmas to the 2nd of January.
+    fortnight = SeasonalHoursConfig.model_validate({"from": "12-24", "until": "01-02", "opening_hours": {}})
+    cal = SiteCalendar(HOURS, frozenset(), PARIS, (), (summer, fortnight))
+
+    def is_open(local: str) -> bool:
+        return cal.is_open(datetime.fromisoformat(local).replace(tzinfo=PARIS))
+
+    assert is_open("2026-09-28T12:30:00") and is_open("2026-09-28T18:15:00")  # a summer Monday
+    assert not is_open("2026-10-05T12:30:00") and not is_open("2026-10-05T18:15:00")  # winter: lunch, 18:00
+    assert is_open("2026-03-30T08:30:00") and not is_open("2026-03-30T12:30:00")  # 31 March is still winter
+    assert not is_open("2026-04-04T10:00:00")  # a summer Saturday: the season lists Mondays only
+    assert not is_open("2026-12-28T10:00:00") and not is_open("2027-01-02T10:00:00")
+    assert is_open("2027-01-04T10:00:00")  # the Monday after: the weekly hours again
 
 
 def test_presence_confirmed_on_three_of_five_frames_once() -> None:

@@ -160,7 +160,8 @@ def test_make_driver_builds_each_driver(tmp_path: Path, monkeypatch: pytest.Monk
     assert isinstance(make_driver(command, tmp_path), CommandSpeakerDriver)
     axis = _with_speaker(tmp_path, {"driver": "axis", "url": "http://127.0.0.1:9", "username": "root",
                                     "password": "${AXIS_PASSWORD_FOR_TESTS}", "volume": 1.5})
-    assert axis.password == PASSWORD and PASSWORD not in repr(axis)
+    assert axis.password is not None and axis.password.get_secret_value() == PASSWORD
+    assert PASSWORD not in repr(axis) and PASSWORD not in str(axis.model_dump())
     axis_driver = make_driver(axis, tmp_path)
     assert isinstance(axis_driver, AxisSpeakerDriver) and axis_driver.password == PASSWORD
     sip = _with_speaker(tmp_path, {"driver": "sip", "sip_uri": "sip:horn@127.0.0.1:5062"})

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from flux_secu.incidents.lifecycle import Transition
 from flux_secu.rules.incident import Incident, IncidentKind, IncidentState, incident_id
 from flux_secu.store.base import Store
 
@@ -37,14 +38,14 @@ def test_incidents_and_events_survive_close_and_reopen(store_factory: StoreFacto
     incident = make_incident()
     assert store.open_incident(incident)
     assert store.record_event(incident.id, "warning", 1.0, {"speaker": "hp"}, key="warning:hp")
-    store.set_state(incident.id, IncidentState.WARNED)
+    assert store.transition(incident.id, Transition.WARNED, 1.5, {}).applied
     assert store.claim("report:s:2026-11-25", 3.0, {"sent": True})
     store.close()
 
     reopened = store_factory()
     (stored,) = reopened.incidents()
     assert stored.incident == incident and stored.state is IncidentState.WARNED
-    assert [e.kind for e in reopened.events(incident.id)] == ["opened", "warning"]
+    assert [e.kind for e in reopened.events(incident.id)] == ["opened", "warning", "warned"]
     assert reopened.has_event(incident.id, "warning:hp")
     assert not reopened.claim("report:s:2026-11-25", 4.0, {})
 
@@ -156,21 +157,100 @@ def test_has_event(store_factory: StoreFactory) -> None:
     assert not store.has_event(make_incident(5.0).id, "warning:hp")
 
 
-def test_set_state(store_factory: StoreFactory) -> None:
+def test_transitions_follow_the_lifecycle_and_never_go_back(store_factory: StoreFactory) -> None:
     store = store_factory()
     incident = make_incident()
     store.open_incident(incident)
-    for state in (IncidentState.WARNED, IncidentState.ESCALATED, IncidentState.ACKNOWLEDGED):
-        store.set_state(incident.id, state)
-        assert store.incidents()[0].state is state
-    store.set_state(incident.id, IncidentState.ACKNOWLEDGED)  # again: no change, no error
-    # An unknown incident stays unknown, and can still be opened afterwards.
+    warned = store.transition(incident.id, Transition.WARNED, 1.0, {"speaker": "hp"})
+    assert warned.applied and warned.state is IncidentState.WARNED
+    escalated = store.transition(incident.id, Transition.ESCALATED, 2.0, {"reason": "toujours là"})
+    assert escalated.applied and escalated.state is IncidentState.ESCALATED
+    # A slow speaker's "warned" after the escalation: refused, nothing written, and it says why.
+    late = store.transition(incident.id, Transition.WARNED, 3.0, {}, key="warned:late")
+    assert not late.applied and late.state is IncidentState.ESCALATED and "escalated" in late.reason
+    assert store.transition(incident.id, Transition.ACKNOWLEDGED, 4.0, {"by": "marc"}).applied
+    for refused in (Transition.DETERRED, Transition.ESCALATED, Transition.WARNED):
+        outcome = store.transition(incident.id, refused, 5.0, {}, key=f"{refused}:again")
+        assert not outcome.applied and outcome.state is IncidentState.ACKNOWLEDGED
+    assert store.get_incident(incident.id).state is IncidentState.ACKNOWLEDGED  # type: ignore[union-attr]
+    assert [e.kind for e in store.events(incident.id)] == ["opened", "warned", "escalated", "acknowledged"]
+    closed = store.transition(incident.id, Transition.RESOLVED, 6.0, {"by": "marc"})
+    assert closed.applied and closed.state is IncidentState.CLOSED
+    assert not store.transition(incident.id, Transition.CLOSED, 7.0, {}).applied  # closed is final
+
+
+def test_a_transition_is_once_per_key(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    incident = make_incident()
+    store.open_incident(incident)
+    assert store.transition(incident.id, Transition.CLOSED, 1.0, {"n": 1}, kind="video_restored").applied
+    again = store.transition(incident.id, Transition.CLOSED, 2.0, {"n": 2}, kind="video_restored")
+    assert not again.applied and again.state is IncidentState.CLOSED
+    (event,) = [e for e in store.events(incident.id) if e.key == "video_restored"]
+    assert event.data == {"n": 1} and event.kind == "video_restored"
+
+
+def test_a_transition_of_an_unknown_incident_creates_nothing(store_factory: StoreFactory) -> None:
+    store = store_factory()
     ghost = make_incident(7.0)
-    store.set_state(ghost.id, IncidentState.WARNED)
-    assert [s.incident.id for s in store.incidents()] == [incident.id]
+    outcome = store.transition(ghost.id, Transition.WARNED, 1.0, {})
+    assert not outcome.applied and outcome.state is None and outcome.reason == "unknown incident"
+    assert store.incidents() == [] and store.events() == []
     assert store.open_incident(ghost)
-    assert {s.incident.id: s.state for s in store.incidents()} == {
-        ghost.id: IncidentState.OPEN, incident.id: IncidentState.ACKNOWLEDGED}
+    assert store.incidents()[0].state is IncidentState.OPEN
+
+
+def test_racing_transitions_apply_exactly_one(store_factory: StoreFactory) -> None:
+    """An acknowledgement and a deterred recheck at the same instant, from two connections."""
+    store = store_factory()
+    incident = make_incident()
+    store.open_incident(incident)
+    outcomes: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def run(transition: Transition) -> None:
+        mine = store_factory()
+        barrier.wait()
+        outcomes.append((transition, mine.transition(incident.id, transition, 1.0, {})))
+
+    racing = (Transition.ACKNOWLEDGED, Transition.DETERRED)
+    threads = [threading.Thread(target=run, args=(t,)) for t in racing]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = store.get_incident(incident.id)
+    applied = {t for t, o in outcomes if o.applied}
+    # Whichever came first, the acknowledgement stands: deterred is refused after it, and it is
+    # allowed after deterred. Never both orders at once: the timeline says which one won.
+    assert final is not None and final.state is IncidentState.ACKNOWLEDGED
+    assert Transition.ACKNOWLEDGED in applied
+    kinds = [e.kind for e in store.events(incident.id)][1:]
+    assert kinds == (["deterred", "acknowledged"] if Transition.DETERRED in applied else ["acknowledged"])
+
+
+def test_the_outbox_keeps_each_intent_once_until_it_is_settled(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.add_intent("warn:i-1", "site-a", "warn", {"incident": {"id": "i-1"}}, 10.0)
+    assert not store.add_intent("warn:i-1", "site-a", "warn", {"other": 1}, 11.0)  # once
+    assert store.add_intent("notify:i-1:0", "site-a", "notify", {}, 12.0)
+    assert store.add_intent("warn:i-2", "site-b", "warn", {}, 9.0)
+    assert [i.key for i in store.pending_intents("site-a")] == ["warn:i-1", "notify:i-1:0"]  # oldest first
+    got = store_factory().get_intent("warn:i-1")  # another connection, another process
+    assert got is not None and got.data == {"incident": {"id": "i-1"}} and got.state == "pending"
+    assert (got.owner, got.kind, got.attempts, got.created) == ("site-a", "warn", 0, 10.0)
+    store.update_intent("notify:i-1:0", "pending", attempts=1, next_at=20.5, error="HTTP 503")
+    retry = store.get_intent("notify:i-1:0")
+    assert retry is not None and (retry.attempts, retry.next_at, retry.error) == (1, 20.5, "HTTP 503")
+    store.update_intent("warn:i-1", "done", attempts=1)
+    store.update_intent("notify:i-1:0", "failed", attempts=5, error="HTTP 503")
+    assert store.pending_intents("site-a") == []
+    assert [i.key for i in store.pending_intents("site-b")] == ["warn:i-2"]
+    assert store.get_intent("warn:i-1").state == "done"  # type: ignore[union-attr]
+    assert store.get_intent("notify:i-1:0").state == "failed"  # type: ignore[union-attr]
+    assert store.get_intent("nothing") is None
+    store.update_intent("nothing", "done", attempts=1)  # an unknown key stays unknown
+    assert store.get_intent("nothing") is None
 
 
 def test_claim(store_factory: StoreFactory) -> None:
@@ -257,12 +337,12 @@ def test_one_incident_by_id(store_factory: StoreFactory) -> None:
     first, second = make_incident(1.0), make_incident(2.0)
     for inc in (first, second):
         store.open_incident(inc)
-    store.set_state(second.id, IncidentState.ESCALATED)
+    store.transition(second.id, Transition.ESCALATED, 3.0, {})
     got = store_factory().get_incident(second.id)
     assert got is not None and got.incident == second and got.state is IncidentState.ESCALATED
     assert store.get_incident(first.id) == store.incidents()[0]
     assert store.get_incident("intrusion-nowhere-1") is None
-    store.set_state("intrusion-nowhere-1", IncidentState.WARNED)  # a bare state is no incident
+    store.transition("intrusion-nowhere-1", Transition.WARNED, 4.0, {})  # a bare state is no incident
     assert store.get_incident("intrusion-nowhere-1") is None
 
 
@@ -293,7 +373,7 @@ def fill(store: Store, events: int) -> Incident:
     assert store.open_incident(incident)
     for i in range(events):
         assert store.record_event(incident.id, "notification", float(i), {"i": i}, key=f"n:{i}")
-    store.set_state(incident.id, IncidentState.ESCALATED)
+    store.transition(incident.id, Transition.ESCALATED, float(events), {})
     assert store.claim("report:s:2026-11-25", 1.0, {})
     return incident
 
@@ -302,8 +382,8 @@ def check_all_there(store: Store, incident: Incident, events: int) -> None:
     (stored,) = store.incidents()
     assert stored.incident == incident and stored.state is IncidentState.ESCALATED
     got = store.events(incident.id)
-    assert [e.key for e in got] == ["opened", *[f"n:{i}" for i in range(events)]]
-    assert [e.data for e in got[1:]] == [{"i": i} for i in range(events)]
+    assert [e.key for e in got] == ["opened", *[f"n:{i}" for i in range(events)], "escalated"]
+    assert [e.data for e in got[1:-1]] == [{"i": i} for i in range(events)]
     assert store.events() == got
     assert not store.claim("report:s:2026-11-25", 2.0, {})
     assert not store.record_event(incident.id, "notification", 0.0, {}, key="n:0")
@@ -412,7 +492,8 @@ def test_store_config_selects_redis(tmp_path: Path, redis_server: RedisServer,
     monkeypatch.setenv("REDIS_URL_FOR_TESTS", redis_server.url)
     config = build_config(tmp_path, lambda d: d.update(
         store={"kind": "redis", "url": "${REDIS_URL_FOR_TESTS}", "prefix": "site-a"}))
-    assert (config.store.kind, config.store.url, config.store.prefix) == ("redis", redis_server.url, "site-a")
+    assert (config.store.kind, config.store.url.get_secret_value(), config.store.prefix) == (
+        "redis", redis_server.url, "site-a")
     store = open_store(config.store)
     assert isinstance(store, RedisStore) and store.prefix == "site-a"
     store.close()

@@ -8,7 +8,7 @@ import pytest
 
 from flux_secu.config import MotionConfig
 from flux_secu.detect.batching import BatchPolicy, least_loaded
-from flux_secu.redact import redact_channel, redact_url
+from flux_secu.redact import redact_channel, redact_text, redact_url
 from flux_secu.video.motion import MotionGate
 from flux_secu.video.sampling import FrameSampler
 from flux_secu.video.slot import NewestWins
@@ -86,8 +86,13 @@ def test_motion_gate_recalibrates_on_global_change() -> None:
 
 
 def test_redaction() -> None:
-    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/stream1") == "rtsp://admin:***@10.0.0.5:554/stream1"
-    assert redact_url("http://cam/mjpeg?user=a&token=s3cret") == "http://cam/mjpeg?user=a&token=***"
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/stream1") == "rtsp://***@10.0.0.5:554/stream1"
+    assert redact_url("http://cam/mjpeg?user=a&token=s3cret") == "http://cam/mjpeg?user=***&token=***"
+    # Every query value by default, whatever its name; a short allow-list stays readable.
+    for name in ("passwd", "access_token", "apikey", "api_key", "sig", "X-Amz-Signature", "unheard_of"):
+        assert redact_url(f"rtsp://cam/live?{name}=s3cret&channel=1") == f"rtsp://cam/live?{name}=***&channel=1"
+    assert redact_text("open failed: rtsp://a:b@cam/x?passwd=s3cret (timeout)") == \
+        "open failed: rtsp://***@cam/x?passwd=*** (timeout)"
     assert redact_url("/var/clips/a.mp4") == "/var/clips/a.mp4"
     assert redact_channel("tgram://123:ABC/456") == "tgram://***"
 

@@ -122,8 +122,9 @@ def test_operator_sees_opens_and_acknowledges_an_incident(
             wall = page.locator("[data-testid=camera-wall]")
             expect(wall.locator("[data-testid=camera]")).to_have_count(2)
             expect(wall.locator(f"img[data-camera={camera.id}]")).to_be_visible()
-            page.wait_for_function(
-                f"document.querySelector('img[data-camera={camera.id}]').naturalWidth > 0")
+            # Decoded (not a broken image). An expect, not wait_for_function: the page's CSP forbids
+            # the eval that wait_for_function needs, and the test runs the interface under its CSP.
+            expect(wall.locator(f"img[data-camera={camera.id}]")).not_to_have_js_property("naturalWidth", 0)
             page.screenshot(path=str(ARTIFACTS / "camera-wall.png"), full_page=True)
 
             # The notification's evidence link opens the incident (already logged in: the cookie).

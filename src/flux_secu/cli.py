@@ -86,6 +86,7 @@ def run(
         init_local_ray(metrics_port=metrics_port)
     else:
         _join(address)
+        _refuse_sqlite_on_several_nodes(cfg)
     import ray
 
     stopping = False
@@ -114,7 +115,8 @@ def run(
             raise typer.Exit(1) from None
         if "api" in started:
             log.info("api_listening", url=started["api"])
-        where = redact_url(cfg.store.url) if cfg.store.kind == "redis" else str(cfg.store.path)
+        where = (redact_url(cfg.store.url.get_secret_value()) if cfg.store.kind == "redis"
+                 else str(cfg.store.path))
         log.info("running", sites=len(cfg.sites), cameras=started["cameras"], store=where,
                  var_dir=str(cfg.var_dir), stop="Ctrl-C" if for_seconds is None else f"after {for_seconds}s")
         if detach:
@@ -149,6 +151,20 @@ def _join(address: str) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         typer.echo(f"flux-secu: cannot join the Ray cluster at {address}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _refuse_sqlite_on_several_nodes(cfg: Config) -> None:
+    """Actors on several nodes would each open their own SQLite file (or share one over a network
+    filesystem, where SQLite's locks do not hold): incidents lost or acknowledged twice. A cluster of
+    one node (a test, a single server run detached) may keep SQLite."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if cfg.store.kind == "sqlite" and nodes > 1:
+        typer.echo(f"flux-secu: store.kind sqlite cannot serve a cluster of {nodes} nodes: "
+                   "use store.kind redis", err=True)
+        ray.shutdown()
+        raise typer.Exit(EXIT_CONFIG)
 
 
 def _log_new_events(store: Any, after_seq: int) -> int:
@@ -459,6 +475,8 @@ def _override(config: Path, site: str, armed: bool, seconds: float, by: str, sto
     db = open_store(store_cfg)
     until = time.time() + seconds
     db.put_setting(override_key(site), {"armed": armed, "until": until, "by": by, "set_at": time.time()})
+    db.append_audit(time.time(), by, "arm" if armed else "disarm", site,
+                    {"via": "cli", "until": until, "os_user": _os_user()})
     db.close()
     state = "armed" if armed else "disarmed"
     local = datetime.fromtimestamp(until, cfg.site_timezone(next(s for s in cfg.sites if s.id == site)))
@@ -492,6 +510,16 @@ app.add_typer(evidence_app, name="evidence")
 StoreOption = Annotated[
     Path | None, typer.Option("--store", help="SQLite file instead of the config's store.")
 ]
+
+
+def _os_user() -> str:
+    """Who ran the command on this machine (the audit keeps it beside ``--by``, which anyone may type)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _evidence_store(config: Path, store: Path | None) -> tuple[Config, Any]:
@@ -529,6 +557,8 @@ def evidence_hold(
     _, db = _evidence_store(config, store)
     try:
         set_legal_hold(db, incident, not release, by, time.time())
+        db.append_audit(time.time(), by, "legal_hold", incident,
+                        {"via": "cli", "hold": not release, "os_user": _os_user()})
     except KeyError as exc:
         typer.echo(f"flux-secu: {exc.args[0]}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -750,6 +780,26 @@ def stop(address: AddressOption = None) -> None:
     stats = _call(supervisor.stop)
     ray.kill(supervisor)
     typer.echo(f"stopped {len(stats)} camera(s)")
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Config files: a starting file to edit.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("skeleton")
+def config_skeleton(
+    sites: Annotated[int, typer.Option("--sites", min=1, max=999, help="Number of sites.")] = 1,
+    cameras_per_site: Annotated[int, typer.Option(
+        "--cameras-per-site", min=1, max=999, help="Cameras of each site.")] = 1,
+    model: Annotated[str, typer.Option(
+        "--model", help="The model file, as written in the config (relative to where it is saved).")
+    ] = "models/yolox_nano.onnx",
+) -> None:
+    """Print a starting config (sites, RTSP cameras, hours, holidays, on-call) that `check` accepts once
+    the model exists and the variables it lists are exported; save it, edit what it marks CHANGE."""
+    from flux_secu.skeleton import skeleton
+
+    typer.echo(skeleton(sites, cameras_per_site, model=model, year=datetime.now().year), nl=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -121,6 +121,37 @@ class OpeningHours(_Strict):
         return ranges
 
 
+def _month_day(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{2})-(\d{2})", value)
+    try:
+        if match is None:
+            raise ValueError
+        date(2000, int(match.group(1)), int(match.group(2)))  # a leap year: 02-29 is a day of the year
+    except ValueError:
+        raise ValueError(f"expected a day of the year 'MM-DD', got {value!r}") from None
+    return int(match.group(1)), int(match.group(2))
+
+
+class SeasonalHoursConfig(_Strict):
+    """Opening hours that replace the site's ``opening_hours`` every year from ``from_`` to ``until``
+    (both included, ``MM-DD``; a season may span the new year: ``11-01`` to ``02-28``)."""
+
+    name: str = ""
+    from_: str = Field(alias="from")
+    until: str
+    opening_hours: OpeningHours
+
+    @field_validator("from_", "until")
+    @classmethod
+    def _day_of_year(cls, value: str) -> str:
+        _month_day(value)
+        return value
+
+    def contains(self, day: date) -> bool:
+        start, end, key = _month_day(self.from_), _month_day(self.until), (day.month, day.day)
+        return start <= key <= end if start <= end else key >= start or key <= end
+
+
 class ModelConfig(_Strict):
     path: Path
     kind: Literal["yolox", "nanodet", "yolov8"] = "yolox"
@@ -211,11 +242,14 @@ class StoreConfig(_Strict):
     kind: Literal["sqlite", "redis"] = "sqlite"
     path: Path = Path("var/flux-secu.db")
     """SQLite file (kind sqlite)."""
-    url: str = "redis://127.0.0.1:6379/0"
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     """Redis server (kind redis): ``redis://[:${REDIS_PASSWORD}@]host:port/db``, ``rediss://`` for TLS,
-    ``unix:///path.sock``; put the password in the environment, never in the file."""
+    ``unix:///path.sock``; put the password in the environment, never in the file. A secret: never in a
+    repr, a dump or a log (``redact_url`` shows where it points)."""
     prefix: str = Field("flux-secu", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
     """Every Redis key starts with ``{prefix}:``: deployments sharing one Redis use different prefixes."""
+    audit_retention_days: float = Field(365.0, ge=1, le=3650)
+    """Audit records older than this are removed by the (audited) purge: ``POST /api/audit/purge``."""
 
     @field_validator("path")
     @classmethod
@@ -224,8 +258,9 @@ class StoreConfig(_Strict):
 
     @field_validator("url")
     @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if value.split("://", 1)[0].lower() not in ("redis", "rediss", "unix") or "://" not in value:
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix") or "://" not in url:
             # The value may hold a password: the message names the schemes, never the URL.
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
@@ -315,6 +350,10 @@ class HealthConfig(_Strict):
     """How often the view is compared with the reference's landmarks (ORB: ~2.5 ms a check on a 2-core
     VM, five times the other checks together). A moved camera stays moved: every few seconds is enough."""
     alarm_after_s: float = Field(10.0, ge=0, le=3600)
+    tamper_after_s: float = Field(2.0, ge=0, le=60)
+    """While an intrusion of its site is being verified, a fault is raised once its condition has held
+    this long instead (and the view is compared with the reference at every check): a covered or turned
+    camera then escalates the intrusion within seconds."""
     clear_after_s: float = Field(5.0, ge=0, le=3600)
     frozen_diff: float = Field(0.3, ge=0, le=255)
     """Frozen: mean absolute difference (grey levels) between checks below this. A live sensor's noise
@@ -426,7 +465,7 @@ class SpeakerConfig(_Strict):
     url: str | None = None
     """axis: base URL of the speaker, e.g. http://10.0.0.21 (credentials go in username/password)."""
     username: str | None = None
-    password: str | None = Field(None, repr=False)
+    password: SecretStr | None = None
     """axis/sip: use ${ENV_VAR}, never the literal password."""
     sip_uri: str | None = None
     """sip: the horn, e.g. sip:horn@10.0.0.22 or sip:10.0.0.22:5060 (UDP)."""
@@ -475,7 +514,8 @@ class SpeakerConfig(_Strict):
 
 class ContactConfig(_Strict):
     name: str
-    channels: list[str] = Field(min_length=1)
+    channels: list[SecretStr] = Field(min_length=1)
+    """apprise URLs: they hold tokens, so they are secrets (never in a repr, a dump, a log)."""
 
 
 class RotaEntryConfig(_Strict):
@@ -509,14 +549,21 @@ class EscalationConfig(_Strict):
         return self
 
 
+ACK_SECRET_MIN_LENGTH = 32
+MAX_ACK_LINK_TTL_S = 24 * 3600.0
+
+
 class NotificationsConfig(_Strict):
     dry_run: bool = False
     """Record notifications under var_dir instead of sending them (demo, rehearsal)."""
     public_url: str = "http://127.0.0.1:8088"
     """Base of the acknowledgement and evidence links put in notifications."""
-    ack_secret: str | None = None
-    """HMAC secret of acknowledgement links (use ${ENV}); generated and kept in var_dir when unset."""
-    ack_link_ttl_s: float = Field(12 * 3600, gt=0)
+    ack_secret: SecretStr | None = Field(None, min_length=ACK_SECRET_MIN_LENGTH)
+    """HMAC secret of acknowledgement links, sessions and exports (use ${ENV}, at least 32 characters,
+    e.g. ``openssl rand -hex 32``); generated and kept in var_dir (mode 0600) when unset."""
+    ack_link_ttl_s: float = Field(12 * 3600, gt=0, le=MAX_ACK_LINK_TTL_S)
+    """How long an acknowledgement link works (at most 24 h; it also stops once used or the incident
+    closed)."""
 
 
 class EvidenceConfig(_Strict):
@@ -621,6 +668,9 @@ class SiteConfig(_Strict):
     name: str
     timezone: str | None = None
     opening_hours: OpeningHours = OpeningHours()
+    seasonal_hours: list[SeasonalHoursConfig] = []
+    """Summer (or winter) hours: on a day one of these contains (the first that does), its hours apply
+    instead of ``opening_hours``."""
     holidays: list[date] = []
     closures: list[ClosureConfig] = []
     cameras: list[CameraConfig] = Field(min_length=1)
@@ -675,10 +725,44 @@ class ApiConfig(_Strict):
     users: list[ApiUserConfig] = []
     session_ttl_s: float = Field(12 * 3600, gt=0)
     login_max_failures: int = Field(5, ge=1)
-    """Failed logins allowed per client address and per user name within ``login_window_s``."""
-    login_window_s: float = Field(300.0, gt=0)
-    secure_cookies: bool = False
-    """Set when served over HTTPS (behind the reverse proxy): the session cookie is then Secure."""
+    """Failed logins allowed per (client address, user name) within ``login_window_s``, before each
+    further try from there waits twice as long as the one before (at most ``login_window_s``). Another
+    address never locks a user out; an address is also capped over all names (20x this)."""
+    login_window_s: float = Field(300.0, gt=0, le=86400)
+    login_concurrency: int = Field(2, ge=1, le=64)
+    """Password checks run at once (argon2 takes tens of MiB each); more logins wait (up to 10 s), then
+    get 429."""
+    secure_cookies: bool | None = None
+    """Session cookie ``Secure`` (HTTPS only). Default: on unless ``host`` is a loopback address
+    (local development); behind the TLS reverse proxy keep it on."""
+    trusted_proxies: list[str] = []
+    """Addresses or networks of the reverse proxies whose ``X-Forwarded-For`` is believed (the
+    client address of throttling and audit). Empty: the header is ignored, the peer address counts."""
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 2**20)
+    """Largest request body any route accepts (413 beyond)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        import ipaddress
+
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host != "localhost"
 
     @model_validator(mode="after")
     def _unique_users(self) -> ApiConfig:

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flux_secu.rules.incident import IncidentKind
+
 PREFIX = "flux_secu"
 BATCH_SIZE_BOUNDARIES = [1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5]
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
@@ -50,6 +52,7 @@ POOL_COUNTERS = {
     "hung_calls": ("pool_hung_calls", "Inference calls failed for passing their deadline (actor restarted)"),
     "failed_frames": ("pool_failed_frames", "Frames of failed inference calls (crashed or hung actor)"),
 }
+INCIDENT_KINDS = tuple(kind.value for kind in IncidentKind)
 HISTOGRAMS = {
     "pool_batch_size": ("Frames per inference batch", BATCH_SIZE_BOUNDARIES),
     "pool_inference_latency_seconds": ("From a batch's dispatch to its detections", LATENCY_BOUNDARIES_S),
@@ -146,6 +149,7 @@ class Metrics:
         from ray.util.metrics import Counter, Gauge
 
         self.increments = Increments()
+        self._sites: set[str] = set()
         camera_tags = ("site", "camera")
         self.camera_counters = {
             key: Counter(f"{PREFIX}_{name}", description, tag_keys=camera_tags)
@@ -171,6 +175,8 @@ class Metrics:
 
     def cameras(self, points: Iterable[CameraPoint]) -> None:
         for p in points:
+            if p.site not in self._sites:
+                self.site_seen(p.site)
             tags = {"site": p.site, "camera": p.camera}
             for key, value in p.counters.items():
                 first = (p.camera, key) not in self.increments
@@ -183,6 +189,15 @@ class Metrics:
                     self.camera_counters[key]._record(0.0, tags=tags)
             self.fps_in.set(p.fps_in, tags=tags)
             self.healthy.set(1.0 if p.healthy else 0.0, tags=tags)
+
+    def site_seen(self, site: str) -> None:
+        """A site's incident and alert counters exist from its first camera poll, at 0, as its cameras'
+        do: a dashboard panel then says "0 acknowledgements" instead of "No data" until the first one."""
+        self._sites.add(site)
+        for kind in INCIDENT_KINDS:
+            self.incidents._record(0.0, tags={"site": site, "kind": kind})
+        for counter in self.alerts.values():
+            counter._record(0.0, tags={"site": site})
 
     def camera_gone(self, site: str, camera: str) -> None:
         """A removed camera: its gauges say so, and a camera added again with its id starts afresh."""

@@ -379,6 +379,9 @@ class Camera:
                         self._vigilance.wake(capture_ts)
                     if capture_ts >= self._attention_ts:  # done out of order: the latest frame's word
                         self._attention, self._attention_ts = attention, capture_ts
+                        # Watched: its site's intrusion may be verified now; a covered lens must escalate
+                        # it within seconds, not after the maintenance debounce.
+                        self._health.vigilant = attention in ("watch", "follow")
                     self.counters.frames_done += 1
                 except Exception as exc:  # the inference actor crashed or hung: this frame is lost
                     self.counters.frames_lost += 1

@@ -31,6 +31,22 @@ CLOSING_GIVE_UP_S = 60.0
 NAMESPACE = "flux-secu"
 """Ray namespace of the deployment: the named supervisor is found there from any driver."""
 
+MEMORY_ENV = {
+    # Every task and actor call leaves its events in the GCS (up to 100,000 tasks by default) for Ray's
+    # dashboard and state API, which a deployment does not use: with a few calls per analysed frame the
+    # GCS grows all night. No events are recorded at all (workers keep no buffer either).
+    "RAY_task_events_report_interval_ms": "0",
+    # Should an operator turn the events back on to debug (RAY_task_events_report_interval_ms=1000),
+    # the GCS keeps the last 10,000 tasks, not 100,000.
+    "RAY_task_events_max_num_task_in_gcs": "10000",
+    # glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB): decoded
+    # frames (675 KiB), canvases and a waking camera's catch-up pictures then come from the heap, whose
+    # freed pages a process keeps, so a camera host grows to the highest total it ever held at once.
+    # A fixed threshold keeps such blocks mmapped: freed, they go back to the system.
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+}
+"""Set by ``init_local_ray`` unless the environment already has them (README, "Ray")."""
+
 
 def init_local_ray(
     num_cpus: int | None = None, object_store_mib: int = 512, metrics_port: int | None = None
@@ -41,6 +57,8 @@ def init_local_ray(
     """
     # Without this, Ray binds its listeners to the machine's network address.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    for name, value in MEMORY_ENV.items():  # read by every Ray process this one starts
+        os.environ.setdefault(name, value)
     extra: dict[str, Any] = {} if metrics_port is None else {"_metrics_export_port": metrics_port}
     ray.init(
         address="local",

@@ -31,6 +31,7 @@ import structlog
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage
 from ray.exceptions import RayError
 
+from flux_secu.alerts import outbox
 from flux_secu.alerts.panic import (
     HTTP_STATUS,
     MAX_MESSAGE_BYTES,
@@ -43,6 +44,7 @@ from flux_secu.alerts.panic import (
 )
 from flux_secu.config import Config, PanicMqttConfig
 from flux_secu.logs import configure_from_env
+from flux_secu.store import open_store
 
 log = structlog.get_logger("flux_secu.panic")
 
@@ -66,10 +68,13 @@ class PanicIngress:
     """Verify -> hand over -> log, for one message from either channel. Thread-safe."""
 
     def __init__(self, verifier: PanicVerifier, dispatch: Dispatch,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 record: Callable[[PanicPress], None] | None = None) -> None:
         self.verifier = verifier
         self.dispatch = dispatch
         self.clock = clock
+        self.record = record
+        """Records the press as an intent in the store before it is handed over (None: not recorded)."""
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -87,8 +92,14 @@ class PanicIngress:
             log.warning("panic_rejected", site=safe_text(site), channel=channel, reason=str(exc.reason),
                         detail=exc.detail, device=safe_text(exc.device) if exc.device else None,
                         origin=origin or None)
-            return HTTP_STATUS[exc.reason], {"status": "rejected", "reason": str(exc.reason)}
+            if exc.press is None:
+                return HTTP_STATUS[exc.reason], {"status": "rejected", "reason": str(exc.reason)}
+            # Signed by a known button, but its clock is off: never dropped in silence. An incident asks
+            # the manager to call the agent back (not the police: it may be an old press replayed).
+            press = exc.press
         try:
+            if self.record is not None:
+                self.record(press)  # lost with this process or the escalation's: swept from the store
             incident = self.dispatch(press)
         except Exception as exc:  # the escalation is down: say so, and let the device send it again
             self.verifier.forget(press)
@@ -96,6 +107,10 @@ class PanicIngress:
             log.error("panic_dispatch_failed", site=press.site, device=press.device_id, channel=channel,
                       message_id=press.message_id, error=type(exc).__name__)
             return 503, {"status": "error", "reason": "escalation_unavailable"}
+        if press.stale:
+            self._count("stale_call_back")
+            return 202, {"status": "call_back", "reason": "stale", "incident": incident,
+                         "message_id": press.message_id}
         self._count(f"accepted_{channel}")
         handover_ms = round((self.clock() - press.received_at) * 1e3, 1)
         log.warning("panic_accepted", site=press.site, device=press.device_id, agent=press.agent,
@@ -110,6 +125,20 @@ class PanicIngress:
     def _count(self, key: str) -> None:
         with self._lock:
             self._counts[key] += 1
+
+
+def panic_recorder(store: Any) -> Callable[[PanicPress], None]:
+    """Records a press as an intent in the store before it is handed over: if the hand-over is lost (the
+    escalation's process died, this one died), the site's alerts carry it out from the store."""
+    from dataclasses import asdict
+
+    from flux_secu.actors.alerting import panic_incident_id
+
+    def record(press: PanicPress) -> None:
+        store.add_intent(outbox.panic_key(panic_incident_id(press)), press.site, outbox.PANIC,
+                         {"press": asdict(press)}, time.time())
+
+    return record
 
 
 def ray_dispatch(escalations: Mapping[str, Any], attempts: int = 3, timeout_s: float = 5.0) -> Dispatch:
@@ -263,7 +292,7 @@ class _PanicHandler(BaseHTTPRequestHandler):
         if token is not None:
             assert self.acknowledge is not None
             answer = self.acknowledge(token)
-            return self._reply(200 if answer.get("ok") else 403, answer)
+            return self._reply(int(answer.pop("status", 200 if answer.get("ok") else 403)), answer)
         site = self._site()
         if site is None:
             return self._reply(404, {"status": "not_found"})
@@ -334,7 +363,7 @@ class PanicIngressActor:
             raise ValueError(f"no escalation actor for site(s) with panic devices: {', '.join(missing)}")
         self.settings = config.panic
         self.ingress = PanicIngress(verifier_from_config(config), ray_dispatch(escalations),
-                                    clock or time.time)
+                                    clock or time.time, panic_recorder(open_store(config.store)))
         self.mqtt: MqttListener | None = None
         self.http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -345,12 +374,25 @@ class PanicIngressActor:
             # Any site's escalation can check a link (one secret); the store then holds the
             # acknowledgement, and the actor that runs that incident's chain stops at its next tick.
             first = next(iter(escalations.values()), None)
+            # The link is checked and audited as the API does (flux_secu.alerts.ack.redeem).
+            from flux_secu.alerts.ack import load_secret, redeem
+
+            store = open_store(config.store)
+            secret = load_secret(config.notifications.ack_secret, config.var_dir)
 
             def acknowledge(token: str) -> dict[str, Any]:
-                if first is None:
-                    return {"ok": False, "reason": "no escalation"}
-                result: dict[str, Any] = ray.get(first.acknowledge_link.remote(token), timeout=10)
-                return result
+                def ack(incident: Any, contact: str) -> bool:
+                    actor = escalations.get(incident.site, first)
+                    return actor is not None and bool(
+                        ray.get(actor.acknowledge.remote(incident.id, contact, "link"), timeout=10))
+
+                outcome, claim = redeem(store, secret, token, time.time(), ack)
+                if claim is not None and outcome.status in (200, 409):
+                    store.append_audit(time.time(), claim.contact, "acknowledge" if outcome.status == 200
+                                       else "acknowledge_refused", claim.incident_id,
+                                       {"via": "link", "ingress": "panic-http", "link_id": claim.token_id,
+                                        "first": outcome.status == 200})
+                return {**outcome.answer, "status": outcome.status}
 
             self.http = make_http_server(self.ingress, self.settings.http.host, self.settings.http.port,
                                          acknowledge)

@@ -12,21 +12,35 @@ so a site whose speakers take a while (a SIP call rings for seconds) delays no o
 own warnings are played one at a time, as in an actor of their own. If the process dies, Ray starts
 it again: each escalation in progress resumes from the store, and nothing is announced twice (every
 step is recorded under its idempotency key before it counts as done).
+
+The warnings, escalations and panic presses handed to it are intents in the store first
+(``alerts/outbox.py``): a sweeper thread carries out those still pending a moment after they were
+requested (their call was lost when this process died, or never arrived), each under the same lock
+as a direct call, so an effect requested twice is carried out once.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Literal
 
 import ray
+import structlog
 
 from flux_secu.actors.alerting import Escalation, Speaker
+from flux_secu.alerts import outbox
+from flux_secu.alerts.panic import PanicPress
 from flux_secu.config import Config, SiteConfig
 from flux_secu.logs import configure_from_env
+from flux_secu.rules.incident import Incident
 
+log = structlog.get_logger("flux_secu.alerts")
 Role = Literal["speaker", "escalation"]
 MAX_CONCURRENT_CALLS = 64
+SWEEP_S = 1.0
+SWEEP_AFTER_S = 2.0
+"""An intent younger than this is left to the call that requested it."""
 
 
 class SiteRole:
@@ -71,6 +85,8 @@ class SiteAlerts:
             for site in sites if site.speakers
         }
         self._speaking = {site: threading.Lock() for site in self.speakers}
+        self.swept = 0
+        threading.Thread(target=self._sweeper, name="outbox-sweeper", daemon=True).start()
 
     def call(self, site: str, role: Role, method: str, *args: Any, **kwargs: Any) -> Any:
         if role == "speaker":
@@ -83,3 +99,34 @@ class SiteAlerts:
         me = ray.get_runtime_context().current_actor
         return ({site: SiteRole(me, site, "speaker") for site in self.speakers},
                 {site: SiteRole(me, site, "escalation") for site in self.escalations})
+
+    def sweep(self, now: float | None = None) -> int:
+        """Carry out the warnings, escalations and panics still pending in the store; returns how many."""
+        now = time.time() if now is None else now
+        done = 0
+        for site, escalation in self.escalations.items():
+            for intent in escalation.store.pending_intents(site):
+                if intent.kind not in outbox.SWEPT or now - intent.created < SWEEP_AFTER_S:
+                    continue
+                log.warning("intent_swept", site=site, intent=intent.key, kind=intent.kind)
+                if intent.kind == outbox.WARN and site in self.speakers:
+                    self.call(site, "speaker", "warn", Incident.from_dict(intent.data["incident"]))
+                elif intent.kind == outbox.ESCALATE:
+                    self.call(site, "escalation", "escalate", Incident.from_dict(intent.data["incident"]),
+                              intent.data.get("reason", ""))
+                elif intent.kind == outbox.PANIC:
+                    self.call(site, "escalation", "panic", PanicPress(**intent.data["press"]))
+                else:  # a warning for a site without speakers any more: nothing to carry out
+                    escalation.store.update_intent(intent.key, "failed", attempts=intent.attempts + 1,
+                                                   error="no speaker on the site")
+                done += 1
+        self.swept += done
+        return done
+
+    def _sweeper(self) -> None:
+        while True:
+            time.sleep(SWEEP_S)
+            try:
+                self.sweep()
+            except Exception as exc:  # the sweeper must survive a store outage
+                log.error("outbox_sweep_failed", error=repr(exc))

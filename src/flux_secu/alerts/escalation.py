@@ -56,6 +56,7 @@ def plan(order: Sequence[str], started_at: float, ack_timeout_s: float, rounds: 
     return steps
 
 
-def due(steps: Sequence[Step], now: float, done: set[str]) -> list[Step]:
-    """Steps whose time has come and that have not been sent yet, in order."""
-    return [s for s in steps if s.due_at <= now and s.key not in done]
+def due(steps: Sequence[Step], now: float, done: set[str], early: set[str] | None = None) -> list[Step]:
+    """Steps whose time has come (or called ``early``) and that have not been sent yet, in order."""
+    early = early or set()
+    return [s for s in steps if (s.due_at <= now or s.key in early) and s.key not in done]

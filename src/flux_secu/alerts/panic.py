@@ -73,7 +73,11 @@ class PanicPress:
     channel: str
     """``"mqtt"`` or ``"http"``."""
     message_id: str
-    """``"{site}:{device}:{nonce}"``: unique per press, a natural idempotency key for the incident."""
+    """``"{site}:{device}:{nonce}"``: unique per press (with ``pressed_at``: a rebooted button reuses
+    nonces), the incident's idempotency key."""
+    stale: bool = False
+    """Signed by the device, but its clock is outside ``max_skew_s``: no proof of an emergency now (a
+    drifting clock, or an old press replayed), still never dropped in silence: a call back."""
 
 
 class RejectReason(StrEnum):
@@ -99,12 +103,15 @@ HTTP_STATUS: dict[RejectReason, int] = {
 class PanicRejected(Exception):
     """A message that is not a valid press. ``detail`` is safe to log: never the signature or a secret."""
 
-    def __init__(self, reason: RejectReason, detail: str = "", device: str | None = None) -> None:
+    def __init__(self, reason: RejectReason, detail: str = "", device: str | None = None,
+                 press: PanicPress | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason = reason
         self.detail = detail
         self.device = device
         """The claimed device id when it was well-formed (attacker-controlled for unknown devices)."""
+        self.press = press
+        """For a stale press only: the press itself, authenticated (``stale=True``)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,10 @@ class PanicVerifier:
         skew = ts - now
         if abs(skew) > self.max_skew_s:
             when = "in the future" if skew > 0 else "old"
-            raise PanicRejected(RejectReason.STALE, f"timestamp {abs(skew):.0f} s {when}", device_id)
+            stale = PanicPress(site=site, device_id=device_id, agent=device.agent, pressed_at=float(ts),
+                               received_at=now, channel=channel, message_id=f"{site}:{device_id}:{nonce}",
+                               stale=True)
+            raise PanicRejected(RejectReason.STALE, f"timestamp {abs(skew):.0f} s {when}", device_id, stale)
         with self._lock:
             seen = self._seen.setdefault((site, device_id), _Seen({}))
             if nonce in seen.nonces or (seen.floor is not None and ts <= seen.floor):

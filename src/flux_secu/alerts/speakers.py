@@ -286,7 +286,7 @@ def make_driver(config: SpeakerConfig, var_dir: Path, *, site_id: str | None = N
     """The driver a speaker's config asks for. Files the drivers write (the ``file`` driver's plays, the
     ``command`` driver's gained copies) go under ``var_dir/speakers/[site_id/]speaker_id``."""
     out_dir = var_dir / "speakers" / site_id / config.id if site_id else var_dir / "speakers" / config.id
-    password = config.password
+    password = config.password.get_secret_value() if config.password is not None else None
     if config.driver == "file":
         return FileSpeakerDriver(config.id, out_dir)
     if config.driver == "command":

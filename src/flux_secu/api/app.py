@@ -8,11 +8,20 @@ to the audit log in the store.
 
 Handlers are plain ``def``: FastAPI runs them on its thread pool, where blocking on the store or on a
 Ray actor is fine.
+
+Hardening (see README, "Security"): every response carries security headers; every request body is
+limited (``api.max_body_bytes``); a state-changing ``/api`` request must be JSON and come from this
+origin (``Origin`` / ``Sec-Fetch-Site``), so no other page, even a same-site one, can post for a
+logged-in operator; logout revokes the session in the store; store errors answer 503.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations at runtime, and
 # they name aliases local to create_app (Viewer, Operator...).
+import asyncio
 import html
+import ipaddress
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -33,12 +42,21 @@ from starlette.concurrency import run_in_threadpool
 
 from flux_secu.actors.panic import _ACK_FORM
 from flux_secu.actors.rules import override_key
-from flux_secu.alerts.ack import AckRejected, verify_token
+from flux_secu.alerts.ack import redeem, revocation_key
 from flux_secu.alerts.panic import MAX_MESSAGE_BYTES
 from flux_secu.alerts.report import build_report
-from flux_secu.api.auth import Authenticator, LoginThrottle, TokenRejected, User, derive_key, role_allows
+from flux_secu.api.auth import (
+    Authenticator,
+    HashingBusy,
+    LoginThrottle,
+    TokenRejected,
+    User,
+    derive_key,
+    role_allows,
+)
 from flux_secu.api.backend import Backend
 from flux_secu.api.export import build_export, evidence_intact
+from flux_secu.api.guard import BodyLimit, RequestGuard, client_address
 from flux_secu.api.views import (
     MEDIA_TYPES,
     CameraHealth,
@@ -50,8 +68,9 @@ from flux_secu.api.views import (
     site_view,
 )
 from flux_secu.config import Config
+from flux_secu.redact import redact_text
 from flux_secu.rules.incident import IncidentKind, IncidentState
-from flux_secu.store.base import Store, StoredIncident, StoreUnavailable
+from flux_secu.store.base import Store, StoredIncident, StoreUnavailable, verify_audit_chain
 
 log = structlog.get_logger("flux_secu.api")
 
@@ -59,6 +78,10 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "flux_session"
 LIVE_VIEW_AUDIT_S = 300.0
 """A user watching a camera's live snapshots is audited once per this many seconds, not per refresh."""
+EVIDENCE_VIEW_AUDIT_S = 60.0
+"""A video seeking fetches its clip in many Range parts: one view, audited once per this many seconds
+(whatever the range; a fetch after a pause is a new view)."""
+MAX_VIEW_KEYS = 10_000
 MAX_OVERRIDE_S = 7 * 86400.0
 IncidentId = Annotated[str, PathParam(min_length=1, max_length=200)]
 Ident = Annotated[str, PathParam(min_length=1, max_length=64)]
@@ -97,12 +120,16 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     api_cfg = config.api
     if api_cfg is None:
         raise ValueError("the config has no api section")
-    auth = Authenticator(list(api_cfg.users), secret, api_cfg.session_ttl_s)
+    auth = Authenticator(list(api_cfg.users), secret, api_cfg.session_ttl_s,
+                         concurrency=api_cfg.login_concurrency)
     throttle = LoginThrottle(api_cfg.login_max_failures, api_cfg.login_window_s, clock)
     export_key = derive_key(secret, "export")
     health = CameraHealth()
-    snapshots = SnapshotIndex(store)
+    evidence_dir = config.evidence_dir
+    snapshots = SnapshotIndex(store, evidence_dir)
     live_views: dict[tuple[str, str], float] = {}
+    views_lock = threading.Lock()
+    proxies = [ipaddress.ip_network(p, strict=False) for p in api_cfg.trusted_proxies]
     sites = {s.id: s for s in config.sites}
     cameras = {c.id: (s, c) for s in config.sites for c in s.cameras}
 
@@ -122,8 +149,31 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         log.error("api_store_unavailable", error=str(exc))
         return JSONResponse({"detail": "store unavailable, try again"}, status_code=503)
 
+    @app.exception_handler(sqlite3.Error)
+    def _sqlite_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        # A locked, full or read-only database file: the request may work later, it is not a bug.
+        log.error("api_store_error", error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse({"detail": "store unavailable (database error), try again"}, status_code=503)
+
     def client(request: Request) -> str:
-        return request.client.host if request.client else ""
+        peer = request.client.host if request.client else ""
+        return client_address(peer, request.headers.get("x-forwarded-for"), proxies)
+
+    def once_per(key: tuple[str, str], period_s: float, views: dict[tuple[str, str], float]) -> bool:
+        """True when ``key`` was not seen within ``period_s`` (and note it now); bounded memory."""
+        now = clock()
+        with views_lock:
+            if now - views.get(key, -1e18) < period_s:
+                return False
+            views[key] = now
+            if len(views) > MAX_VIEW_KEYS:
+                for old in [k for k, t in views.items() if now - t >= period_s]:
+                    del views[old]
+                while len(views) > MAX_VIEW_KEYS:
+                    del views[next(iter(views))]
+            return True
+
+    evidence_views: dict[tuple[str, str], float] = {}
 
     def audit(user: str, action: str, target: str, request: Request, **data: Any) -> None:
         store.append_audit(clock(), user, action, target, {"ip": client(request), **data})
@@ -136,9 +186,12 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         if not token:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
         try:
-            return auth.verify(token)
+            user = auth.verify(token)
         except TokenRejected as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+        if store.is_revoked(f"session:{user.session}", clock()):
+            raise HTTPException(401, "logged out: log in again", headers={"WWW-Authenticate": "Bearer"})
+        return user
 
     def role(needed: str) -> Callable[[User], User]:
         def check(user: Annotated[User, Depends(current_user)]) -> User:
@@ -185,27 +238,41 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     # --- sessions -------------------------------------------------------------------------------
 
     @app.post("/api/login", tags=["session"], responses={401: {}, 429: {}})
-    def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
-        keys = (f"ip:{client(request)}", f"user:{body.name}")
-        wait = throttle.retry_after(*keys)
+    async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+        # async: a login waits for its password check as a future, holding no request thread, so a
+        # flood of guesses cannot take the threads every other request needs.
+        address = client(request)
+        wait = throttle.begin(address, body.name)  # counted before the check: parallel tries too
         if wait > 0:
             raise HTTPException(429, f"too many failed logins, try again in {int(wait) + 1} s",
                                 headers={"Retry-After": str(int(wait) + 1)})
-        user = auth.check_password(body.name, body.password)
+        try:
+            future = auth.submit_check(body.name, body.password, known=throttle.known(address, body.name))
+            user = await asyncio.wait_for(asyncio.wrap_future(future), auth.wait_s)
+        except (HashingBusy, TimeoutError):
+            # Not a wrong password: not counted. 429, not 503: the server is fine, there are too many
+            # logins at once (a flood), and the client should retry later.
+            throttle.succeeded(address, body.name)
+            raise HTTPException(429, "too many logins at once, try again",
+                                headers={"Retry-After": "2"}) from None
         if user is None:
-            throttle.failed(*keys)
-            audit(body.name, "login_failed", "", request)
+            await run_in_threadpool(audit, body.name, "login_failed", "", request)
             raise HTTPException(401, "wrong user name or password")
-        throttle.succeeded(*keys)
+        throttle.succeeded(address, body.name)
+        throttle.remember(address, body.name)
         token = auth.issue(user)
         response.set_cookie(COOKIE, token, max_age=int(auth.ttl_s), httponly=True, samesite="lax",
-                            secure=api_cfg.secure_cookies, path="/")
-        audit(user.name, "login", "", request)
+                            secure=api_cfg.cookies_secure, path="/")
+        await run_in_threadpool(audit, user.name, "login", "", request)
         return {"token": token, "user": user.name, "role": user.role, "expires_in_s": auth.ttl_s}
 
     @app.post("/api/logout", tags=["session"])
-    def logout(user: Viewer, response: Response) -> dict[str, bool]:
-        response.delete_cookie(COOKIE, path="/")
+    def logout(user: Viewer, request: Request, response: Response) -> dict[str, bool]:
+        """End the session everywhere: its token is revoked in the store until it would expire."""
+        store.revoke(f"session:{user.session}", user.expires_at)
+        response.delete_cookie(COOKIE, path="/", secure=api_cfg.cookies_secure, httponly=True,
+                               samesite="lax")
+        audit(user.name, "logout", "", request)
         return {"ok": True}
 
     @app.get("/api/me", tags=["session"])
@@ -246,7 +313,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         return site_view(config, site, setting, now)
 
     @app.get("/api/sites/{site_id}/report", tags=["sites"], responses={404: {}})
-    def night_report(site_id: Ident, user: Viewer,
+    def night_report(site_id: Ident, user: Viewer, request: Request,
                      night: Annotated[date | None, Query(description="default: last night")] = None,
                      ) -> dict[str, Any]:
         site = site_or_404(site_id)
@@ -259,6 +326,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
                                   site.escalation.report_at or dtime(7, 30))
         except OverflowError:
             raise HTTPException(422, f"night: {night} is out of range") from None
+        audit(user.name, "report_view", site_id, request, night=night.isoformat())
         return {"site": site_id, "night": night.isoformat(), "title": report.title, "body": report.body,
                 "counts": report.counts, "lines": report.lines}
 
@@ -275,6 +343,8 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
             if site is not None and s.id != site:
                 continue
             stats = backend.camera_stats(cam_id)
+            if stats is not None:  # an error text may quote the camera's URL, credentials and all
+                stats = {k: redact_text(v) if isinstance(v, str) else v for k, v in stats.items()}
             status = "fault" if cam_id in faults else health.status(cam_id, stats)
             out.append({"id": cam_id, "site": s.id, "site_name": s.name, "health": status,
                         "detect_fps": cam.detect_fps, "stats": stats,
@@ -287,10 +357,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         """The camera's latest frame, else the snapshot of its latest incident with evidence."""
         if camera_id not in cameras:
             raise HTTPException(404, f"unknown camera {camera_id!r}")
-        key = (user.name, camera_id)
-        now = clock()
-        if now - live_views.get(key, -1e18) >= LIVE_VIEW_AUDIT_S:
-            live_views[key] = now
+        if once_per((user.name, camera_id), LIVE_VIEW_AUDIT_S, live_views):
             audit(user.name, "live_view", camera_id, request)
         headers = {"Cache-Control": "no-store"}
         jpeg = backend.latest_jpeg(camera_id)
@@ -317,6 +384,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     @app.get("/api/incidents", tags=["incidents"])
     def list_incidents(
         user: Viewer,
+        request: Request,
         site: Annotated[str | None, Query(max_length=64)] = None,
         camera: Annotated[str | None, Query(max_length=64)] = None,
         kind: IncidentKind | None = None,
@@ -329,6 +397,10 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         t0, t1 = epoch(since), epoch(until)
         chosen = [s for s in reversed(store.incidents())
                   if matches(s, site=site, camera=camera, kind=kind, state=state, since=t0, until=t1)][:limit]
+        asked = {"site": site, "camera": camera, "kind": kind, "state": state, "since": since,
+                 "until": until}
+        audit(user.name, "incident_list", "", request, count=len(chosen),
+              query={k: str(v) for k, v in asked.items() if v is not None})
         return [incident_summary(s, store.events(s.incident.id)) for s in chosen]
 
     @app.get("/api/incidents/{incident_id}", tags=["incidents"], responses={404: {}})
@@ -342,12 +414,14 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
     def get_evidence(incident_id: IncidentId, file: Literal["snapshot.jpg", "clip.mp4"], user: Viewer,
                      request: Request) -> Response:
         find(incident_id)
-        ev = evidence_of(incident_id, store.events(incident_id)).get(file)
+        ev = evidence_of(incident_id, store.events(incident_id), evidence_dir).get(file)
         if ev is None or not ev.path.is_file():
             raise HTTPException(404, f"no {file} for incident {incident_id!r}")
-        # Range requests (a video seeking) fetch a file in many parts: audited once per plain view.
-        if "range" not in request.headers or request.headers["range"].startswith("bytes=0-"):
-            audit(user.name, "evidence_view", f"{incident_id}/{file}", request, sha256=ev.sha256)
+        # Every delivery is audited, whatever its range; the parts of one view (a video seeking)
+        # once per EVIDENCE_VIEW_AUDIT_S.
+        if once_per((user.name, f"{incident_id}/{file}"), EVIDENCE_VIEW_AUDIT_S, evidence_views):
+            audit(user.name, "evidence_view", f"{incident_id}/{file}", request, sha256=ev.sha256,
+                  range=request.headers.get("range", "")[:100])
         return FileResponse(ev.path, media_type=MEDIA_TYPES[file], headers={"Cache-Control": "private"})
 
     @app.post("/api/incidents/{incident_id}/acknowledge", tags=["incidents"], responses={404: {}})
@@ -376,7 +450,7 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         stored = find(incident_id)
         events = store.events(incident_id)
         detail = incident_detail(stored, events)
-        evidence = evidence_of(incident_id, events)
+        evidence = evidence_of(incident_id, events, evidence_dir)
         intact = {name: evidence_intact(ev) for name, ev in evidence.items()}
         archive = build_export(export_key, {**detail["incident"], "state": detail["state"],
                                             "legal_hold": detail["legal_hold_detail"], "intact": intact},
@@ -399,7 +473,31 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
                    if (who is None or r.user == who) and (action is None or r.action == action)
                    and (target is None or r.target.startswith(target))][:limit]
         return [{"seq": r.seq, "ts": r.ts, "user": r.user, "action": r.action, "target": r.target,
-                 "data": r.data} for r in records]
+                 "data": r.data, "hash": r.hash} for r in records]
+
+    @app.get("/api/audit/verify", tags=["audit"])
+    def audit_verify(user: Admin, request: Request) -> dict[str, Any]:
+        """Check the audit log's hash chain: ``first_broken`` is the first record that does not chain."""
+        records = store.audit_log()
+        broken = verify_audit_chain(records)
+        audit(user.name, "audit_verify", "audit", request, ok=broken is None)
+        return {"ok": broken is None, "records": len(records), "first_broken": broken}
+
+    @app.post("/api/audit/purge", tags=["audit"])
+    def audit_purge(user: Admin, request: Request) -> dict[str, Any]:
+        """Remove the audit records older than ``store.audit_retention_days`` (one audited operation)."""
+        now = clock()
+        before = now - config.store.audit_retention_days * 86400.0
+        removed = store.purge_audit(before, user.name, now)
+        return {"ok": True, "removed": removed, "before": before}
+
+    @app.post("/api/incidents/{incident_id}/revoke-links", tags=["incidents"], responses={404: {}})
+    def revoke_links(incident_id: IncidentId, user: Admin, request: Request) -> dict[str, Any]:
+        """Make every acknowledgement link of the incident unusable (a leaked message)."""
+        find(incident_id)
+        store.revoke(revocation_key(incident_id), clock() + config.notifications.ack_link_ttl_s + 60)
+        audit(user.name, "links_revoked", incident_id, request)
+        return {"ok": True, "incident": incident_id}
 
     # --- acknowledgement links and the panic webhook (their own signatures) ----------------------
 
@@ -410,21 +508,18 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         """A confirmation page: a link preview (mail, chat) must never acknowledge by itself."""
         return HTMLResponse(_ACK_FORM)
 
-    @app.post("/ack/{token}", tags=["links"], responses={403: {}})
+    @app.post("/ack/{token}", tags=["links"], responses={403: {}, 404: {}, 409: {}})
     def ack_link(token: token_path, request: Request) -> Response:
-        try:
-            claim = verify_token(secret, token, clock())
-        except AckRejected as exc:
-            log.warning("acknowledgement_refused", reason=str(exc))
-            answer: dict[str, Any] = {"ok": False, "reason": str(exc)}
-            return _ack_answer(request, 403, answer)
-        stored = store.get_incident(claim.incident_id)
-        if stored is None:
-            return _ack_answer(request, 404, {"ok": False, "reason": "unknown incident"})
-        first = backend.acknowledge(stored.incident, claim.contact, "link")
-        audit(claim.contact, "acknowledge", claim.incident_id, request, via="link", first=first)
-        return _ack_answer(request, 200, {"ok": True, "incident": claim.incident_id, "by": claim.contact,
-                                          "first": first})
+        """Acknowledge through a signed link: once (the first POST wins), while the incident is open."""
+        outcome, claim = redeem(store, secret, token, clock(),
+                                lambda incident, contact: backend.acknowledge(incident, contact, "link"))
+        if claim is None or outcome.status != 200:
+            log.warning("acknowledgement_refused", reason=outcome.answer.get("reason"))
+        if claim is not None and outcome.status in (200, 409):
+            audit(claim.contact, "acknowledge" if outcome.status == 200 else "acknowledge_refused",
+                  claim.incident_id, request, via="link", link_id=claim.token_id,
+                  first=outcome.status == 200)
+        return _ack_answer(request, outcome.status, outcome.answer)
 
     if panic_webhook:
         @app.post("/panic/{site}", tags=["links"], status_code=202,
@@ -458,6 +553,8 @@ def create_app(config: Config, store: Store, backend: Backend, secret: bytes, *,
         return HTMLResponse(index)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestGuard, public_url=config.notifications.public_url)
+    app.add_middleware(BodyLimit, max_bytes=max(api_cfg.max_body_bytes, MAX_MESSAGE_BYTES))
     return app
 
 
@@ -467,6 +564,8 @@ def _ack_answer(request: Request, status: int, answer: dict[str, Any]) -> Respon
         return JSONResponse(answer, status_code=status)
     if answer.get("ok"):
         text = f"Incident pris en charge par {answer['by']}. La chaîne d'astreinte est arrêtée."
+    elif "at" in answer:
+        text = f"Déjà pris en charge par {answer['by']} ({answer['reason']})."
     else:
         text = f"Lien refusé : {answer.get('reason', '')}."
     page = ('<!doctype html><html lang="fr"><meta charset="utf-8"><meta name="viewport" '

@@ -60,9 +60,13 @@ class Evidence:
     sha256: str
 
 
-def evidence_of(incident_id: str, events: list[StoredEvent]) -> dict[str, Evidence]:
+def evidence_of(incident_id: str, events: list[StoredEvent],
+                evidence_dir: Path | None = None) -> dict[str, Evidence]:
     """The incident's evidence files by name; an event whose path is not the contract's is ignored,
-    so that a bad record can never make the API serve a file from elsewhere."""
+    so that a bad record can never make the API serve a file from elsewhere. With ``evidence_dir``,
+    the path must resolve (links followed) to exactly ``<evidence_dir>/<incident id>/<file>``: a record
+    naming ``/etc/x/<incident id>/snapshot.jpg``, or a link planted in the folder, is not served."""
+    root = evidence_dir.resolve() if evidence_dir is not None else None
     out: dict[str, Evidence] = {}
     for event in events:
         if event.kind != "evidence":
@@ -73,8 +77,29 @@ def evidence_of(incident_id: str, events: list[StoredEvent]) -> dict[str, Eviden
         p = Path(path)
         if p.name != name or p.parent.name != incident_id:
             continue
+        if root is not None:
+            try:
+                resolved = p.resolve()
+            except (OSError, RuntimeError):
+                continue
+            if resolved != root / incident_id / name:
+                continue
+            p = resolved
         out[name] = Evidence(name, p, str(event.data.get("sha256", "")))
     return out
+
+
+
+def public_event_data(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What of an event a viewer or an export may see. Notifications recorded before links were kept
+    out of records carry the live link in their body: it is cut off there (and never served)."""
+    if kind != "notification":
+        return data
+    body = data.get("body")
+    if isinstance(body, str) and "/ack/" in body:
+        kept = [line for line in body.split("\n") if "/ack/" not in line]
+        data = {**data, "body": "\n".join(kept)}
+    return data
 
 
 def legal_hold(events: list[StoredEvent]) -> dict[str, Any] | None:
@@ -105,8 +130,10 @@ def incident_detail(stored: StoredIncident, events: list[StoredEvent]) -> dict[s
     return {
         **incident_summary(stored, events),
         "incident": stored.incident.to_dict(),
-        "timeline": [{"seq": e.seq, "kind": e.kind, "key": e.key, "ts": e.ts, "data": e.data}
-                     for e in events],
+        "timeline": [{"seq": e.seq, "kind": e.kind, "key": e.key, "ts": e.ts,
+                      "data": public_event_data(e.kind, e.data)} for e in events],
+        "notified": [{"contact": e.data.get("contact"), "ts": e.ts, "link_id": e.data.get("ack_token_id")}
+                     for e in events if e.kind == "notification"],
         "evidence_files": [{"file": ev.file, "sha256": ev.sha256,
                             "url": f"/api/incidents/{stored.incident.id}/evidence/{ev.file}"}
                            for ev in evidence.values()],
@@ -162,8 +189,9 @@ class SnapshotIndex:
     would cost a full scan per image. The first call reads the log once, later ones only what is new.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, evidence_dir: Path | None = None) -> None:
         self.store = store
+        self.evidence_dir = evidence_dir
         self._after = 0
         self._camera_of: dict[str, str] = {}
         self._latest: dict[str, Path] = {}
@@ -176,7 +204,7 @@ class SnapshotIndex:
                 if event.kind == "opened":
                     self._camera_of[event.incident_id] = str(event.data.get("camera", ""))
                 elif event.kind == "evidence":
-                    ev = evidence_of(event.incident_id, [event]).get("snapshot.jpg")
+                    ev = evidence_of(event.incident_id, [event], self.evidence_dir).get("snapshot.jpg")
                     cam = self._camera_of.get(event.incident_id)
                     if ev is not None and cam:
                         self._latest[cam] = ev.path

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from flux_secu.config import Config, OpeningHours, SiteConfig
+from flux_secu.config import Config, OpeningHours, SeasonalHoursConfig, SiteConfig, TimeRange
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class SiteCalendar:
     timezone: ZoneInfo
     closures: tuple[tuple[datetime, datetime], ...] = ()
     """Exceptional closures (strike, works, weather), each from start to end."""
+    seasons: tuple[SeasonalHoursConfig, ...] = ()
+    """Hours that replace ``opening_hours`` on the days of the year they contain (the first that does)."""
+
+    def hours_on(self, day: date) -> list[TimeRange]:
+        """The opening ranges of a local date: its season's, else the weekly ``opening_hours``."""
+        hours = next((s.opening_hours for s in self.seasons if s.contains(day)), self.opening_hours)
+        return hours.for_weekday(day.weekday())
 
     def is_open(self, at: datetime) -> bool:
         if at.tzinfo is None:
@@ -32,7 +39,7 @@ class SiteCalendar:
         if any(start <= at < end for start, end in self.closures):
             return False
         now = local.time().replace(tzinfo=None)
-        return any(r.start <= now < r.end for r in self.opening_hours.for_weekday(local.weekday()))
+        return any(r.start <= now < r.end for r in self.hours_on(local.date()))
 
     def is_closed(self, at: datetime) -> bool:
         return not self.is_open(at)
@@ -46,7 +53,8 @@ def site_calendar(config: Config, site: SiteConfig) -> SiteCalendar:
         return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
     closures = tuple((aware(c.start), aware(c.end)) for c in site.closures)
-    return SiteCalendar(site.opening_hours, frozenset(site.holidays), tz, closures)
+    return SiteCalendar(site.opening_hours, frozenset(site.holidays), tz, closures,
+                        tuple(site.seasonal_hours))
 
 
 @dataclass(frozen=True, slots=True)

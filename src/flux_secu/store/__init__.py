@@ -14,5 +14,5 @@ def open_store(config: StoreConfig) -> Store:
         # Imported here: the embedded default must not need a Redis client to start.
         from flux_secu.store.redis import RedisStore
 
-        return RedisStore(config.url, config.prefix)
+        return RedisStore(config.url.get_secret_value(), config.prefix)
     return SQLiteStore(config.path)

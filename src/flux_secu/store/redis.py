@@ -11,8 +11,13 @@ Data layout (every key starts with ``{prefix}:``, so several deployments can sha
                                      and where each of the incident's events sits in the stream
     {prefix}:claims          hash    claim key -> JSON {ts, data, token}
     {prefix}:settings        hash    setting key -> JSON (last write wins)
+    {prefix}:outbox          hash    intent key -> JSON {owner, kind, data, state, attempts, next_at,
+                                     created, error, token}
+    {prefix}:outbox-pending:{owner}  zset  the owner's pending intent keys, score created
     {prefix}:audit           stream  the audit log (API); entry id ``{seq}-0``, fields ts, user, action,
-                                     target, data (JSON); ``{prefix}:audit-seq`` numbers it
+                                     target, data (JSON), prev, hash (the chain); ``{prefix}:audit-seq``
+                                     numbers it, ``{prefix}:audit-head`` is the last hash
+    {prefix}:revoked:{key}   string  a revoked session or incident's links, expiring with what it revokes
 
 Atomicity. Every write is one Lua script, and Redis runs a script to its end without interleaving any
 other client's command: "is this key taken?" and "take it" cannot be separated, so two writers racing
@@ -57,9 +62,18 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from flux_secu.incidents.lifecycle import Outcome, Transition, allowed_from, target
 from flux_secu.redact import redact_url
 from flux_secu.rules.incident import Incident, IncidentState
-from flux_secu.store.base import AuditRecord, StoredEvent, StoredIncident, StoreUnavailable
+from flux_secu.store.base import (
+    AuditRecord,
+    Intent,
+    IntentState,
+    StoredEvent,
+    StoredIncident,
+    StoreUnavailable,
+    audit_hash,
+)
 
 log = structlog.get_logger("flux_secu.store")
 
@@ -102,11 +116,28 @@ _RECORD_EVENT = _APPEND + """
 return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 """
 
-# KEYS: incident hash.  ARGV: state.  Like SQL's UPDATE: an unknown incident stays unknown (a bare
+# KEYS: incident hash, evkeys hash, seq, events stream.
+# ARGV: incident id, key, kind, ts, data, token, new state, allowed states (comma-separated).
+# Returns {applied (0/1), state after, reason}. The state is checked and changed with the event in one
+# script: no other client's transition can come between. An unknown incident stays unknown (a bare
 # hash holding only a state would make a later open_incident believe the incident existed).
-_SET_STATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'state', ARGV[1]) end
-return 0
+_TRANSITION = _APPEND + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, '', 'unknown incident'} end
+local seen = redis.call('HGET', KEYS[2], ARGV[2])
+if seen then
+  local owner = string.match(seen, '^%d+:(.*)$')
+  if owner == ARGV[6] then return {1, state, ''} end
+  return {0, state, 'already recorded'}
+end
+local allowed = false
+for s in string.gmatch(ARGV[8], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return {0, state, 'not allowed from ' .. state} end
+append(KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'state', ARGV[7])
+return {1, ARGV[7], ''}
 """
 
 # KEYS: claims hash.  ARGV: key, value (JSON with a token), token
@@ -117,6 +148,33 @@ if seen then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: outbox hash, the owner's pending zset.  ARGV: key, value (JSON with a token), token, created
+_ADD_INTENT = """
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if seen then
+  if cjson.decode(seen)['token'] == ARGV[3] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 1
+"""
+
+# KEYS: outbox hash, the owner's pending zset.  ARGV: key, state, attempts, next_at, error.  Sending it
+# again after a lost reply writes the same values: safe to retry as it is.
+_UPDATE_INTENT = """
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if not seen then return 0 end
+local intent = cjson.decode(seen)
+intent['state'] = ARGV[2]
+intent['attempts'] = tonumber(ARGV[3])
+intent['next_at'] = tonumber(ARGV[4])
+intent['error'] = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(intent))
+if ARGV[2] ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1
 """
 
@@ -136,16 +194,6 @@ for _, seq in ipairs(seqs) do
   if entry[1] then table.insert(out, entry[1]) end
 end
 return out
-"""
-
-# KEYS: audit-seq, audit stream.  ARGV: ts, user, action, target, data.  Returns the record's seq.
-# At least once: a retry after a lost reply may append the record twice, never zero times (an audit
-# line seen twice is harmless; one missing is not).
-_APPEND_AUDIT = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], seq .. '-0', 'ts', ARGV[1], 'user', ARGV[2], 'action', ARGV[3],
-           'target', ARGV[4], 'data', ARGV[5])
-return seq
 """
 
 # Errors after which the same call may succeed: the server restarting, loading its AOF (LOADING is a
@@ -168,10 +216,11 @@ class RedisStore:
         )
         self._open_incident: Script = self._client.register_script(_OPEN_INCIDENT)
         self._record_event: Script = self._client.register_script(_RECORD_EVENT)
-        self._set_state: Script = self._client.register_script(_SET_STATE)
+        self._transition: Script = self._client.register_script(_TRANSITION)
         self._claim: Script = self._client.register_script(_CLAIM)
+        self._add_intent: Script = self._client.register_script(_ADD_INTENT)
+        self._update_intent: Script = self._client.register_script(_UPDATE_INTENT)
         self._events_of: Script = self._client.register_script(_EVENTS_OF)
-        self._append_audit: Script = self._client.register_script(_APPEND_AUDIT)
         self._call("connect", self._client.ping)
         self._call("connect", self._warn_if_not_durable)
 
@@ -200,9 +249,16 @@ class RedisStore:
         keys_key = self._key("evkeys", incident_id)
         return bool(self._call("has_event", lambda: self._client.hexists(keys_key, key)))
 
-    def set_state(self, incident_id: str, state: IncidentState) -> None:
-        keys = [self._key("incident", incident_id)]
-        self._call("set_state", lambda: self._set_state(keys, [str(state)]))
+    def transition(self, incident_id: str, transition: Transition, ts: float, data: dict[str, Any], *,
+                   kind: str | None = None, key: str | None = None) -> Outcome:
+        kind = kind or str(transition)
+        keys = [self._key("incident", incident_id), self._key("evkeys", incident_id), self._key("seq"),
+                self._key("events")]
+        allowed = ",".join(sorted(str(s) for s in allowed_from(transition)))
+        args = [incident_id, key or kind, kind, repr(float(ts)), json.dumps(data), _token(),
+                str(target(transition)), allowed]
+        applied, state, reason = self._call("transition", lambda: self._transition(keys, args))
+        return Outcome(bool(applied), IncidentState(state) if state else None, str(reason))
 
     def incidents(self) -> list[StoredIncident]:
         def read() -> list[tuple[str | None, str | None]]:
@@ -241,6 +297,39 @@ class RedisStore:
         keys = [self._key("claims")]
         return bool(self._call("claim", lambda: self._claim(keys, [key, value, token])))
 
+    # --- the outbox --------------------------------------------------------------------------------
+
+    def add_intent(self, key: str, owner: str, kind: str, data: dict[str, Any], ts: float) -> bool:
+        token = _token()
+        value = json.dumps({"owner": owner, "kind": kind, "data": data, "state": "pending", "attempts": 0,
+                            "next_at": 0.0, "created": ts, "error": "", "token": token})
+        keys = [self._key("outbox"), self._key("outbox-pending", owner)]
+        return bool(self._call("add_intent", lambda: self._add_intent(keys, [key, value, token, repr(ts)])))
+
+    def get_intent(self, key: str) -> Intent | None:
+        value = self._call("get_intent", lambda: self._client.hget(self._key("outbox"), key))
+        return None if value is None else _intent(key, value)
+
+    def pending_intents(self, owner: str) -> list[Intent]:
+        def read() -> list[tuple[str, str | None]]:
+            keys: list[str] = self._client.zrange(self._key("outbox-pending", owner), 0, -1)
+            values = self._client.hmget(self._key("outbox"), keys) if keys else []
+            return list(zip(keys, values, strict=True))
+
+        intents = [_intent(k, v) for k, v in self._call("pending_intents", read) if v is not None]
+        return [i for i in intents if i.state == "pending"]
+
+    def update_intent(self, key: str, state: IntentState, *, attempts: int, next_at: float = 0.0,
+                      error: str = "") -> None:
+        intent = self.get_intent(key)
+        if intent is None:
+            return
+        keys = [self._key("outbox"), self._key("outbox-pending", intent.owner)]
+        args = [key, state, attempts, repr(float(next_at)), error]
+        self._call("update_intent", lambda: self._update_intent(keys, args))
+
+    # --- end of the outbox ---------------------------------------------------------------------------
+
     def put_setting(self, key: str, data: dict[str, Any]) -> None:
         # A plain overwrite: sending it twice after a lost reply leaves the same value.
         value = json.dumps(data)
@@ -260,9 +349,7 @@ class RedisStore:
         return StoredIncident(Incident.from_dict(json.loads(data)), IncidentState(state))
 
     def append_audit(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
-        keys = [self._key("audit-seq"), self._key("audit")]
-        args = [repr(float(ts)), user, action, target, json.dumps(data)]
-        return int(self._call("append_audit", lambda: self._append_audit(keys, args)))
+        return int(self._call("append_audit", lambda: self._append_chained(ts, user, action, target, data)))
 
     def audit_log(self, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
         def read() -> list[tuple[str, dict[str, str]]]:
@@ -270,7 +357,7 @@ class RedisStore:
 
         return [
             AuditRecord(int(entry_id.split("-", 1)[0]), float(f["ts"]), f["user"], f["action"], f["target"],
-                        json.loads(f["data"]))
+                        json.loads(f["data"]), f.get("prev", ""), f.get("hash", ""))
             for entry_id, f in self._call("audit_log", read)
         ]
 
@@ -279,6 +366,51 @@ class RedisStore:
     def close(self) -> None:
         self._client.close()
         self._client.connection_pool.disconnect()
+
+    # --- audit chain, purge and revocations (security) ----------------------------------------------
+
+    def _append_chained(self, ts: float, user: str, action: str, target: str, data: dict[str, Any]) -> int:
+        """One audit record chained to the last one. The hash is computed here (Lua has no SHA-256),
+        so the read of the head and the write are one optimistic transaction (WATCH): a writer that
+        raced another retries on the new head. At least once, like every write here."""
+        seq_key, head_key = self._key("audit-seq"), self._key("audit-head")
+        with self._client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(seq_key, head_key)
+                    seq = int(pipe.get(seq_key) or 0) + 1
+                    prev = str(pipe.get(head_key) or "")
+                    digest = audit_hash(prev, seq, float(ts), user, action, target, data)
+                    pipe.multi()
+                    pipe.set(seq_key, seq)
+                    pipe.set(head_key, digest)
+                    pipe.xadd(self._key("audit"), {"ts": repr(float(ts)), "user": user, "action": action,
+                                                   "target": target, "data": json.dumps(data),
+                                                   "prev": prev, "hash": digest}, id=f"{seq}-0")
+                    pipe.execute()
+                    return seq
+                except redis.WatchError:
+                    continue
+
+    def purge_audit(self, before_ts: float, by: str, now: float) -> int:
+        """See :meth:`flux_secu.store.base.Store.purge_audit`. Redis has no triggers: append-only is
+        this class's rule, and the purge is the one method that deletes."""
+        old = [r for r in self.audit_log() if r.ts < before_ts]
+        if old:
+            ids = [f"{r.seq}-0" for r in old]
+            self._call("purge_audit", lambda: self._client.xdel(self._key("audit"), *ids))
+        self.append_audit(now, by, "audit_purged", "audit", {
+            "before": before_ts, "removed": len(old), "anchor": old[-1].hash if old else None})
+        return len(old)
+
+    def revoke(self, key: str, until: float) -> None:
+        ttl_ms = max(1, int((until - time.time()) * 1000))
+        self._call("revoke", lambda: self._client.set(self._key("revoked", key), "1", px=ttl_ms))
+
+    def is_revoked(self, key: str, now: float) -> bool:
+        return bool(self._call("is_revoked", lambda: self._client.exists(self._key("revoked", key))))
+
+    # --- end of audit chain, purge and revocations --------------------------------------------------
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -327,3 +459,9 @@ def _event(entry_id: str, fields: dict[str, str] | list[str]) -> StoredEvent:
         seq=int(entry_id.split("-", 1)[0]), incident_id=fields["incident"], key=fields["key"],
         kind=fields["kind"], ts=float(fields["ts"]), data=json.loads(fields["data"]),
     )
+
+
+def _intent(key: str, value: str) -> Intent:
+    d = json.loads(value)
+    return Intent(key, d["owner"], d["kind"], d["data"], d["state"], int(d["attempts"]), float(d["next_at"]),
+                  float(d["created"]), d.get("error", ""))

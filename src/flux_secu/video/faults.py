@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flux_secu.rules.incident import Incident, IncidentKind, IncidentState
+from flux_secu.incidents.lifecycle import Transition
+from flux_secu.rules.incident import Incident, IncidentKind
 from flux_secu.store.base import Store
 
 CLEARED_EVENT = {"video_loss": "video_restored"}
@@ -56,7 +57,5 @@ def record_camera_fault(store: Store, fault: CameraFault) -> bool:
         # still gets its incident, so the maintenance log has no hole.
         record_camera_fault(store, CameraFault(fault.site, fault.camera, fault.fault, True, fault.since,
                                                fault.since, {"recovered": True}, fault.clip_time_s))
-    if not store.record_event(incident_id, fault.event, fault.ts, fault.details):
-        return False
-    store.set_state(incident_id, IncidentState.CLOSED)
-    return True
+    # The clearing event and the closed state in one write: a crash cannot leave one without the other.
+    return store.transition(incident_id, Transition.CLOSED, fault.ts, fault.details, kind=fault.event).applied

@@ -97,6 +97,9 @@ class HealthMonitor:
     config: HealthConfig
     start_ts: float | None = None
     """When the camera started (None: at the first check), on the clock of the ``ts`` given to ``check``."""
+    vigilant: bool = False
+    """An intrusion of the camera's site is being verified: faults are raised after ``tamper_after_s``,
+    and the view is compared with the reference at every check."""
     _last_check: float = field(default=float("-inf"), init=False)
     _last_view: float = field(default=float("-inf"), init=False)
     _previous: npt.NDArray[np.uint8] | None = field(default=None, init=False)
@@ -124,7 +127,8 @@ class HealthMonitor:
         if self.start_ts is None:
             self.start_ts = ts
         gray = _small_gray(frame)
-        view = self._reference is not None and ts - self._last_view >= self.config.view_interval_s
+        view_interval = self.config.interval_s if self.vigilant else self.config.view_interval_s
+        view = self._reference is not None and ts - self._last_view >= view_interval
         if view:
             self._last_view = ts
         m = self.measure(gray, view=view)
@@ -194,9 +198,11 @@ class HealthMonitor:
                    "shift": None if m.shift is None else round(m.shift, 3)}
         if self._reference is not None:
             details["reference_sharpness"] = round(self._reference.sharpness, 1)
+        alarm_after = self.config.alarm_after_s
+        if self.vigilant:
+            alarm_after = min(alarm_after, self.config.tamper_after_s)
         for fault, condition in conditions.items():
-            change = self._debounce[fault].update(condition, ts, self.config.alarm_after_s,
-                                                  self.config.clear_after_s)
+            change = self._debounce[fault].update(condition, ts, alarm_after, self.config.clear_after_s)
             if change is not None:
                 changes.append(FaultChange(fault, change[0], ts, change[1], details))
         return changes

@@ -33,7 +33,9 @@ const can = (role) => me && ["viewer", "operator", "admin"].indexOf(me.role) >= 
 
 async function api(path, options = {}) {
   const res = await fetch(path, { credentials: "same-origin", ...options,
-    headers: { "Accept": "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) } });
+    // Every state-changing request is JSON (the API refuses others: CSRF), with or without a body.
+    headers: { "Accept": "application/json",
+               ...(options.body || (options.method && options.method !== "GET") ? { "Content-Type": "application/json" } : {}) } });
   if (res.status === 401) { showLogin(); throw new Error("non connecté"); }
   const data = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
   if (!res.ok) throw new Error((data && data.detail) || `erreur ${res.status}`);
@@ -73,7 +75,7 @@ async function start() {
   try { me = await api("/api/me"); } catch (e) { return; }
   $("#login").hidden = true; $("#nav").hidden = false; $("#view").hidden = false;
   $("#who").replaceChildren(`${me.user} (${me.role})`,
-    el("button", { onclick: async () => { await fetch("/api/logout", { method: "POST" }); showLogin(); } }, "Déconnexion"));
+    el("button", { onclick: async () => { await fetch("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" } }); showLogin(); } }, "Déconnexion"));
   route();
 }
 
@@ -245,11 +247,13 @@ async function showReport() {
   const yesterday = new Date(Date.now() - 86400000).toISOString().slice(0, 10);
   const night = el("input", { type: "date", value: yesterday, "aria-label": "Nuit du" });
   const out = el("div", { class: "panel", "data-testid": "report" });
+  let asked = 0;  // only the latest request's answer is shown: answers may arrive out of order
   const load = async () => {
+    const mine = ++asked;
     try {
       const r = await api(`/api/sites/${site.value}/report?night=${night.value}`);
-      out.replaceChildren(el("h2", {}, r.title), el("pre", {}, r.body));
-    } catch (e) { out.replaceChildren(el("p", { class: "error" }, e.message)); }
+      if (mine === asked) out.replaceChildren(el("h2", {}, r.title), el("pre", {}, r.body));
+    } catch (e) { if (mine === asked) out.replaceChildren(el("p", { class: "error" }, e.message)); }
   };
   site.addEventListener("change", load); night.addEventListener("change", load);
   view.replaceChildren(el("h1", {}, "Rapport de nuit"), el("div", { class: "actions" }, site, night), out);
