@@ -90,7 +90,8 @@ def jpeg_frames(clip: Path, count: int) -> list[bytes]:
 
 class MjpegServer:
     """An HTTP camera: ``multipart/x-mixed-replace`` JPEGs at ``fps``, as IP cameras serve MJPEG.
-    With ``password`` set, it asks for HTTP basic authentication."""
+    With ``password`` set, it asks for HTTP basic authentication. While ``frozen`` is set it keeps
+    the connection open and sends nothing: a camera that hangs (its reader's read blocks)."""
 
     def __init__(self, frames: list[bytes], fps: float = 10.0, auth: str | None = None) -> None:
         outer = self
@@ -110,6 +111,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while not outer.stopped.is_set():
+                        if outer.frozen.is_set():
+                            time.sleep(0.05)
+                            continue
                         jpeg = frames[i % len(frames)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
@@ -122,6 +126,7 @@ class MjpegServer:
                 pass
 
         self.stopped = threading.Event()
+        self.frozen = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

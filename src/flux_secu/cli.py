@@ -203,6 +203,8 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     store: Annotated[Path | None, typer.Option(
         help="Keep incidents in this SQLite file (--manifest: in this directory, a file per entry).")] = None,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the replay's scratch directory (store, evidence, warnings played).")] = False,
 ) -> None:
     """Replay CLIP through the real pipeline as CAMERA, as fast as the machine allows.
 
@@ -210,7 +212,10 @@ def evaluate(
     score the incidents against the expected presences.
 
     Warnings and notifications go to file drivers in a scratch directory: a replay never sounds a
-    real speaker nor notifies a real person.
+    real speaker nor notifies a real person. The scratch directory is removed at the end unless
+    --keep is given (--store keeps the incidents and their evidence beside the store).
+
+    A clip that is not a video, or is cut short, ends the command with exit status 2 and one line.
     """
     from flux_secu.logs import configure
 
@@ -224,7 +229,7 @@ def evaluate(
         raise typer.Exit(EXIT_CONFIG)
     cfg = _load(config)
     if manifest is not None:
-        _evaluate_manifest(cfg, manifest, json_output, store)
+        _evaluate_manifest(cfg, manifest, json_output, store, keep)
         return
     assert camera is not None and clip is not None  # checked above; narrows the types
     try:
@@ -235,6 +240,7 @@ def evaluate(
     if not clip.is_file():
         typer.echo(f"flux-secu: --clip: file not found: {clip}", err=True)
         raise typer.Exit(EXIT_CONFIG)
+    _check_clip("--clip", clip)
     tz = cfg.site_timezone(site_cfg)
     start = at or datetime.now(tz)
     if start.tzinfo is None:
@@ -246,11 +252,29 @@ def evaluate(
     import ray
 
     try:
-        incidents, summary = _replay(cfg, camera, clip, start, store)
+        incidents, summary = _replay(cfg, camera, clip, start, store, keep)
+    except ClipError as exc:
+        typer.echo(f"flux-secu: --clip: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
     finally:
         ray.shutdown()
     for line in [*incidents, summary]:
         _echo(line, json_output)
+
+
+class ClipError(Exception):
+    """A replayed clip that cannot be read to its end: one line naming the file and the reason."""
+
+
+def _check_clip(option: str, clip: Path) -> None:
+    """Before anything starts: a file that is not a video, or is cut short, ends the command (exit 2)."""
+    from flux_secu.video.source import SourceError, check_video_file
+
+    try:
+        check_video_file(str(clip))
+    except SourceError as exc:
+        typer.echo(f"flux-secu: {option}: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _echo(line: dict[str, Any], json_output: bool) -> None:
@@ -261,14 +285,32 @@ def _echo(line: dict[str, Any], json_output: bool) -> None:
 
 
 def _replay(
-    cfg: Config, camera: str, clip: Path, start: datetime, store: Path | None
+    cfg: Config, camera: str, clip: Path, start: datetime, store: Path | None, keep: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Replay CLIP as CAMERA of CFG, clock starting at START, on the Ray this process has started.
 
     Every replay gets actors of its own, killed before returning: the tracks, presences and open
     incidents of one clip must not carry over into the next one replayed in the same Ray session.
-    Returns the incident lines and the summary line that ``evaluate --json`` prints.
+    Returns the incident lines and the summary line that ``evaluate --json`` prints. The scratch
+    directory (the replay's var_dir, and its store unless ``store``) is removed unless ``keep``;
+    raises ClipError when the clip could not be read to its end.
     """
+    import shutil
+
+    scratch = Path(tempfile.mkdtemp(prefix="flux-secu-evaluate-"))
+    try:
+        lines, summary = _replay_in(cfg, camera, clip, start, store, scratch)
+        if store is None and not keep:
+            summary["store"] = None  # it was in the scratch directory: gone with it
+        return lines, summary
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _replay_in(
+    cfg: Config, camera: str, clip: Path, start: datetime, store: Path | None, scratch: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import ray
 
     from flux_secu.actors.graph import Deployment
@@ -276,7 +318,6 @@ def _replay(
 
     site_cfg, cam_cfg = cfg.camera(camera)
     tz = cfg.site_timezone(site_cfg)
-    scratch = Path(tempfile.mkdtemp(prefix="flux-secu-evaluate-"))
     store_path = store or scratch / "incidents.db"
     replay_camera = cam_cfg.model_copy(update={"source": str(clip.resolve()), "loop": False})
     replay_site = site_cfg.model_copy(update={"cameras": [replay_camera]})
@@ -293,7 +334,14 @@ def _replay(
     try:
         t_ready = time.monotonic()
         dep.add_camera(site_cfg.id, replay_camera, realtime=False, clock_start=start)
-        stats = ray.get(dep.runs[camera])
+        try:
+            stats = ray.get(dep.runs[camera])
+        except ray.exceptions.RayTaskError as exc:  # the camera ends a replay whose file fails mid-way
+            from flux_secu.video.source import SourceError
+
+            if isinstance(exc.cause, SourceError):
+                raise ClipError(str(exc.cause)) from None
+            raise
         ray.get(dep.rules.flush.remote())
         wall = time.monotonic() - t_ready
         pool_stats = ray.get(dep.pool.stats.remote())
@@ -331,7 +379,9 @@ def _replay(
     return lines, summary
 
 
-def _evaluate_manifest(cfg: Config, manifest_path: Path, json_output: bool, store_dir: Path | None) -> None:
+def _evaluate_manifest(
+    cfg: Config, manifest_path: Path, json_output: bool, store_dir: Path | None, keep: bool = False
+) -> None:
     """Replay every entry of the manifest in one Ray session; print each clip's incidents and score as
     it finishes (a long manifest shows progress), then the overall score."""
     from flux_secu.evaluation import (
@@ -351,6 +401,8 @@ def _evaluate_manifest(cfg: Config, manifest_path: Path, json_output: bool, stor
     except ManifestError as exc:
         typer.echo(f"flux-secu: manifest error in {manifest_path}: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    for i, entry in enumerate(plan.entries):
+        _check_clip(f"manifest {manifest_path}: entries[{i}].clip", entry.clip)
     stores: list[Path | None] = [None] * len(plan.entries)
     if store_dir is not None:
         if store_dir.exists() and not store_dir.is_dir():
@@ -376,7 +428,11 @@ def _evaluate_manifest(cfg: Config, manifest_path: Path, json_output: bool, stor
     replays: list[dict[str, Any]] = []
     try:
         for entry, store in zip(plan.entries, stores, strict=True):
-            incidents, replay = _replay(cfg, entry.camera, entry.clip, entry.at, store)
+            try:
+                incidents, replay = _replay(cfg, entry.camera, entry.clip, entry.at, store, keep)
+            except ClipError as exc:
+                typer.echo(f"flux-secu: {entry.label}: {exc}", err=True)
+                raise typer.Exit(EXIT_CONFIG) from None
             raised = [Raised(float(i["clip_time_s"]), i["kind"]) for i in incidents]
             score = score_clip(entry.expected, raised, entry.tolerance_s)
             scores.append(score)
@@ -627,7 +683,7 @@ def _call(method: Any, *args: Any) -> Any:
 cameras_app = typer.Typer(no_args_is_help=True, help="Cameras of a running deployment: list, add, remove.")
 app.add_typer(cameras_app, name="cameras")
 CAMERA_COLUMNS = ("camera", "site", "state", "frames_read", "frames_done", "drops", "frames_lost",
-                  "reconnects", "restarts", "source")
+                  "reconnects", "restarts", "faults", "source")
 
 
 @cameras_app.command("list")
@@ -638,7 +694,9 @@ def cameras_list(
     """Every camera of the running deployment and its counters."""
     rows = _call(_supervisor(address).cameras)
     for row in rows:
-        _echo(row if json_output else {k: row.get(k, "") for k in CAMERA_COLUMNS}, json_output)
+        if not json_output:  # the active faults (video_loss is `link`): frozen, analysis_stalled...
+            row = {**{k: row.get(k, "") for k in CAMERA_COLUMNS}, "faults": ",".join(row.get("faults", []))}
+        _echo(row, json_output)
 
 
 @cameras_app.command("add")

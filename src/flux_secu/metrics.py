@@ -35,7 +35,7 @@ CAMERA_COUNTERS = {
     "frames_skipped_resting": ("camera_frames_skipped_resting",
                                "Frames with motion left out while nothing in view has any action"),
     "drops": ("camera_drops", "Frames dropped because a newer one replaced them (overload)"),
-    "frames_lost": ("camera_frames_lost", "Frames lost in a crashed inference actor"),
+    "frames_lost": ("camera_frames_lost", "Frames lost in a crashed or hung inference actor"),
     "reconnects": ("camera_reconnects", "Times the camera's source was reopened"),
 }
 GAUGES = {
@@ -43,9 +43,15 @@ GAUGES = {
     "camera_healthy": "1 while the camera delivers frames, else 0",
     "pool_queue_depth": "Frames waiting in the inference pool",
     "pool_actors": "Inference actors in the pool",
+    "pool_actors_serving": "Inference actors taking frames (not restarting after a crash or a hung call)",
     "pool_batch_fill": "Mean batch size over max_batch since the last poll",
 }
 INCIDENTS = ("incidents", "Incidents opened")
+POOL_COUNTERS = {
+    # pool stats() key -> (metric name, description)
+    "hung_calls": ("pool_hung_calls", "Inference calls failed for passing their deadline (actor restarted)"),
+    "failed_frames": ("pool_failed_frames", "Frames of failed inference calls (crashed or hung actor)"),
+}
 INCIDENT_KINDS = tuple(kind.value for kind in IncidentKind)
 HISTOGRAMS = {
     "pool_batch_size": ("Frames per inference batch", BATCH_SIZE_BOUNDARIES),
@@ -61,7 +67,8 @@ ALERT_EVENTS = {
 
 def exported_names() -> set[str]:
     """Every series name as Ray's endpoint shows it (``ray_`` prefix; ``_total``, ``_bucket``...)."""
-    counters = [name for name, _ in (*CAMERA_COUNTERS.values(), *ALERT_EVENTS.values(), INCIDENTS)]
+    counters = [name for name, _ in (*CAMERA_COUNTERS.values(), *ALERT_EVENTS.values(),
+                                     *POOL_COUNTERS.values(), INCIDENTS)]
     names = {f"ray_{PREFIX}_{name}_total" for name in counters} | {f"ray_{PREFIX}_{name}" for name in GAUGES}
     for name in HISTOGRAMS:
         names |= {f"ray_{PREFIX}_{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
@@ -155,6 +162,10 @@ class Metrics:
         self.healthy = gauge("camera_healthy", camera_tags)
         self.queue = gauge("pool_queue_depth")
         self.actors = gauge("pool_actors")
+        self.serving = gauge("pool_actors_serving")
+        self.pool_increments = Increments()  # a restarted pool's counters start again from zero
+        self.pool_counters = {key: Counter(f"{PREFIX}_{name}", description)
+                              for key, (name, description) in POOL_COUNTERS.items()}
         self.fill = gauge("pool_batch_fill")
         self.incidents = Counter(f"{PREFIX}_{INCIDENTS[0]}", INCIDENTS[1], tag_keys=("site", "kind"))
         self.alerts = {
@@ -199,6 +210,17 @@ class Metrics:
         self.queue.set(float(queued))
         self.actors.set(float(actors))
         self.fill.set(fill)
+
+    def pool_faults(self, stats: dict[str, Any]) -> None:
+        """The pool's fault counters and how many of its actors serve (from its ``stats()``)."""
+        self.serving.set(float(stats.get("serving", stats.get("actors", 0))))
+        for key, counter in self.pool_counters.items():
+            first = key not in self.pool_increments
+            delta = self.pool_increments.delta(key, float(stats.get(key, 0)))
+            if delta > 0:
+                counter.inc(delta)
+            elif first:
+                counter._record(0.0)  # a series from the first poll, at 0 (see cameras())
 
     def events(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
         """Store events as (kind, site, data)."""

@@ -9,8 +9,9 @@ evaluation sees every sampled frame.
 
 Faults (``video/link.py``, ``video/health.py``) go to ``faults`` (the rules actor, which records them as
 ``camera_fault`` incidents): ``video_loss`` when no frame arrived for ``video_loss_after_s`` (a
-watchdog thread, since a dead stream can block a read), ``video_restored`` at the next frame, and the
-health checks' frozen, black, blank, covered and moved. A failed open or read is logged (URL
+watchdog thread, since a dead stream can block a read), ``video_restored`` at the next frame,
+``analysis_stalled`` when the pool answers none of its frames for as long (``video/analysis.py``), and
+the health checks' frozen, black, blank, covered and moved. A failed open or read is logged (URL
 redacted) and retried after an exponential back-off with jitter.
 """
 
@@ -34,6 +35,7 @@ from flux_secu.detect.letterbox import LetterboxSpec, letterbox
 from flux_secu.evidence.privacy import PrivacyMask
 from flux_secu.evidence.recorder import EvidenceFile, EvidenceRecorder, EvidenceRequest, EvidenceSettings
 from flux_secu.redact import redact_url
+from flux_secu.video.analysis import AnalysisWatch, StallEvent
 from flux_secu.video.faults import CameraFault
 from flux_secu.video.frame import CameraFrame, FrameMeta
 from flux_secu.video.health import FaultChange, HealthMonitor
@@ -134,15 +136,19 @@ class Camera:
         self._fault_refs: list[ray.ObjectRef] = []
         self._fault_lock = threading.Lock()  # the read loop and the watchdog both raise faults
         self._link = LinkMonitor(camera.video_loss_after_s, time.time())
+        # Video that arrives but is never analysed (every inference actor hung): as long as video loss.
+        self._analysis = AnalysisWatch(camera.video_loss_after_s)
         # Started at its first check: a replay's frames are timed on the pipeline clock, not the wall's.
         self._health = HealthMonitor(camera.health)
         self.last_error = ""
 
     def stats(self) -> dict[str, Any]:
+        faults = [*self._health.active, *(["analysis_stalled"] if self._analysis.stalled else [])]
         return {"camera": self.config.id, "site": self.site, "instance": self.instance,
                 **self.counters.__dict__,
                 "drops": self._slot.drops, "in_flight": len(self._in_flight),
-                "link": "lost" if self._link.lost else "up", "faults": sorted(self._health.active),
+                "link": "lost" if self._link.lost else "up",
+                "faults": sorted(faults),
                 "vigilance": self._mode,
                 "gop_s": None if (gop := self._vigilance.gop_s) is None else round(gop, 3),
                 "last_error": self.last_error}
@@ -188,6 +194,8 @@ class Camera:
             try:
                 source = self._open()
             except SourceError as exc:
+                if not self.realtime:  # a replay's file: trying again reads the same bytes
+                    raise
                 self._failed("camera_open_failed", exc, backoff)
                 continue
             self.log.info("camera_started", source=redact_url(self.config.source), fps=source.fps,
@@ -196,6 +204,8 @@ class Camera:
             try:
                 finished = self._read(source, sampler, gate)
             except SourceError as exc:
+                if not self.realtime:
+                    raise
                 finished = False
                 if self.counters.frames_read > read_before:
                     backoff.reset()  # it worked for a while: the next attempt comes soon
@@ -216,7 +226,7 @@ class Camera:
         delay = backoff.next()
         self.last_error = str(exc)
         if self._evidence is not None:  # the frames after an incident may never come: keep what is there
-            self._evidence.source_ended()
+            self._evidence.source_ended(wait=False)
         self.counters.reconnects += 1
         self.log.error(event, error=str(exc), retry_in_s=round(delay, 2))
         self._stop.wait(delay)
@@ -346,6 +356,7 @@ class Camera:
         meta, canvas = item
         if self.realtime and self.clock_start is None and time.time() - meta.capture_ts > STALE_AFTER_S:
             self._slot.drops += 1  # waited too long for a slot: stale, worth nothing
+            self._analysis.dropped(time.time())
             return
         self._send(meta, canvas)
 
@@ -355,6 +366,7 @@ class Camera:
         self._in_flight.append(ref)
         self._sent_ts[ref] = meta.capture_ts
         self.counters.frames_sent += 1
+        self._analysis.sent(time.time())
 
     def _reap(self) -> None:
         if self._in_flight:
@@ -371,9 +383,13 @@ class Camera:
                         # it within seconds, not after the maintenance debounce.
                         self._health.vigilant = attention in ("watch", "follow")
                     self.counters.frames_done += 1
-                except Exception as exc:  # the inference actor crashed: this frame is lost
+                except Exception as exc:  # the inference actor crashed or hung: this frame is lost
                     self.counters.frames_lost += 1
+                    self._analysis.lost(time.time())
                     self.log.warning("frame_lost", error=type(exc).__name__)
+                else:
+                    if (cleared := self._analysis.answered(time.time())) is not None:
+                        self._stall_event(cleared)
         self._flush_pending()
 
     def _drain(self) -> None:
@@ -386,18 +402,35 @@ class Camera:
         read, so silence is noticed from outside the reading thread."""
         if not self.watched:
             return
-        event = self._link.poll(time.time())
-        if event is None:
-            return
-        try:
-            self._link_event(event)
-        except Exception as exc:  # the rules actor is restarting: the fault stays in the log
-            self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+        now = time.time()
+        event = self._link.poll(now)
+        if event is not None:
+            try:
+                self._link_event(event)
+            except Exception as exc:  # the rules actor is restarting: the fault stays in the log
+                self.log.error("camera_fault_not_sent", fault="video_loss", error=repr(exc))
+        stall = self._analysis.poll(now, self._answers_waiting)
+        if stall is not None:
+            try:
+                self._stall_event(stall)
+            except Exception as exc:
+                self.log.error("camera_fault_not_sent", fault="analysis_stalled", error=repr(exc))
+
+    def _answers_waiting(self) -> bool:
+        """Answers back from the pool that the read loop has not collected (it is blocked in a read)."""
+        refs = list(self._in_flight)  # the read loop replaces the list, never mutates a copy of it
+        return bool(refs) and bool(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+
+    def _stall_event(self, event: StallEvent) -> None:
+        self._fault(CameraFault(self.site, self.config.id, "analysis_stalled", event.active, event.ts,
+                                event.since, {"waiting_s": round(event.waiting_s, 2)}))
 
     def _link_event(self, event: LinkEvent) -> None:
         if event.kind == "video_loss" and self._evidence is not None:
-            # An intruder who cuts the camera: the clip gathered so far is the evidence; write it now.
-            self._evidence.source_ended()
+            # An intruder who cuts the camera: the clip gathered so far is the evidence; written now,
+            # on the camera's evidence thread: this is the host's one watchdog thread, and a site-wide
+            # outage (a router reboot) would delay every other camera's fault behind the encodings.
+            self._evidence.source_ended(wait=False)
         self._fault(CameraFault(self.site, self.config.id, "video_loss", event.kind == "video_loss",
                                 event.ts, event.since, {"silent_s": round(event.down_s, 2)}))
 
@@ -434,11 +467,13 @@ class _Evidence:
         self._store_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
         self._clips: list[Future[None]] = []
+        self._clips_lock = threading.Lock()  # the read loop and the watchdog both hand clips over
 
     def keep(self, ts: float, image: npt.NDArray[np.uint8]) -> None:
-        for ready in self.recorder.push(ts, image):
-            self._clips.append(self._writer.submit(self._clip, ready))
-        self._clips = [f for f in self._clips if not f.done()]
+        ready = self.recorder.push(ts, image)
+        with self._clips_lock:
+            self._clips = [f for f in self._clips if not f.done()]
+            self._clips.extend(self._writer.submit(self._clip, r) for r in ready)
 
     def request(self, request: EvidenceRequest) -> list[str]:
         snapshot, ready = self.recorder.request(request)
@@ -453,11 +488,16 @@ class _Evidence:
             written.append("clip")
         return written
 
-    def source_ended(self) -> None:
-        for ready in self.recorder.source_ended():
-            self._clip(ready)
-        for clip in list(self._clips):
-            clip.result()  # _clip logs its own errors: this only waits
+    def source_ended(self, *, wait: bool = True) -> None:
+        """Write every pending clip with the frames there are, on the evidence thread; ``wait``: until
+        they are written (a camera that ends), else return at once (the watchdog, a reconnection)."""
+        ready = self.recorder.source_ended()
+        with self._clips_lock:
+            self._clips.extend(self._writer.submit(self._clip, r) for r in ready)
+            clips = list(self._clips)
+        if wait:
+            for clip in clips:
+                clip.result()  # _clip logs its own errors: this only waits
 
     def _clip(self, request: EvidenceRequest) -> None:
         try:

@@ -58,7 +58,13 @@ class CameraInit:
                       evidence=self.evidence, store=self.store, faults=self.faults)
 
 
-@ray.remote(num_cpus=0, max_concurrency=MAX_CAMERAS_PER_HOST + _CONTROL_THREADS, max_restarts=-1,
+class NotRunning(RuntimeError):
+    """The camera is not running on this host (the host restarted since, or never ran it)."""
+
+
+# A thread per camera reading, one per camera waited for by a supervisor that restarted
+# (``wait_run``), and the control calls.
+@ray.remote(num_cpus=0, max_concurrency=2 * MAX_CAMERAS_PER_HOST + _CONTROL_THREADS, max_restarts=-1,
             max_task_retries=0)
 class CameraHost:
     def __init__(self, live: bool = True) -> None:
@@ -72,6 +78,9 @@ class CameraHost:
             os.nice(CAMERA_NICE)
         self.cameras: dict[str, Camera] = {}
         self.running: set[str] = set()
+        self.inits: dict[str, CameraInit] = {}
+        self._ended: dict[str, threading.Event] = {}
+        self._outcome: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}
         self.lock = threading.Lock()
         threading.Thread(target=self._watchdog, name="camera-watchdog", daemon=True).start()
 
@@ -113,11 +122,44 @@ class CameraHost:
                 camera = self.cameras[camera_id] = init.build()
             camera.started = True
             self.running.add(camera_id)
+            self.inits[camera_id] = init
+            ended = self._ended[camera_id] = threading.Event()
+        stats: dict[str, Any] | None = None
+        error: BaseException | None = None
         try:
-            return camera.run()
+            stats = camera.run()
+            return stats
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             with self.lock:
                 self.running.discard(camera_id)
+                self._outcome[camera_id] = (stats, error)
+            ended.set()
+
+    def wait_run(self, camera_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """What the camera's current ``run`` returns (or raises), for a supervisor that restarted and
+        cannot see the call its predecessor made; None when it still runs after ``timeout_s`` (ask
+        again: a dead caller's wait must not hold a thread for ever). NotRunning when no run of it
+        began in this process (the host restarted since)."""
+        ended = self._ended.get(camera_id)
+        if ended is None:
+            raise NotRunning(f"camera {camera_id} is not running on this host")
+        if not ended.wait(timeout_s):
+            return None
+        stats, error = self._outcome[camera_id]
+        if error is not None:
+            raise error
+        return stats
+
+    def init_of(self, camera_id: str) -> CameraInit | None:
+        """The settings the camera was started with (its secrets included: they stay in the cluster)."""
+        return self.inits.get(camera_id)
+
+    def camera_ids(self) -> list[str]:
+        with self.lock:
+            return list(self.cameras)
 
     def stop(self, camera_id: str) -> None:
         camera = self.cameras.get(camera_id)
@@ -128,6 +170,7 @@ class CameraHost:
         """Drop a removed camera (stopping it if it still runs); returns how many cameras are left."""
         with self.lock:
             camera = self.cameras.pop(camera_id, None)
+            self.inits.pop(camera_id, None)
             if camera is not None:
                 camera.stop()
             return len(self.cameras)

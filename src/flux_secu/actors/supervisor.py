@@ -1,9 +1,14 @@
 """Supervisor: the named, detached actor that owns a running deployment.
 
 ``flux-secu run`` creates it; ``flux-secu cameras|pool|reload|stop`` find it by name from any driver
-that reaches the cluster (``--address``) and change the deployment while it runs. It owns every
-other actor (they die with it), and a background thread polls the cameras and the pool every few
-seconds for the metrics, the pool's autoscaling, and to restart a camera whose actor crashed.
+that reaches the cluster (``--address``) and change the deployment while it runs. A background
+thread polls the cameras and the pool every few seconds for the metrics, the pool's autoscaling,
+and to restart a camera whose actor crashed.
+
+It survives its own crash: the actors it creates are named and detached (they outlive it), the
+deployment (its id, its cameras and their hosts, the pool's size) is kept in the store after every
+change (``flux_secu.deployment_record``), and when Ray restarts it, it adopts the actors still alive
+instead of starting anew; the cameras that were reading never stop. ``stop`` ends them all.
 
 What a reload changes is decided in flux_secu.reload (pure); the bounds and thresholds of the
 autoscaling in flux_secu.autoscale (pure); this module only carries the decisions out.
@@ -11,6 +16,7 @@ autoscaling in flux_secu.autoscale (pure); this module only carries the decision
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -18,9 +24,10 @@ from typing import Any
 import ray
 import structlog
 
-from flux_secu.actors.graph import NAMESPACE, Deployment
+from flux_secu.actors.graph import NAMESPACE, WAIT_RUN_S, Deployment, actor_name
 from flux_secu.autoscale import PoolAutoscaler, PoolSample, batch_window, request_gpu_nodes
 from flux_secu.config import CameraConfig, Config
+from flux_secu.deployment_record import DEPLOYMENT_KEY, CameraPlace, DeploymentRecord, restored_config
 from flux_secu.logs import configure_from_env
 from flux_secu.metrics import CameraTracker, Metrics
 from flux_secu.redact import redact_url
@@ -74,7 +81,7 @@ def error_text(exc: BaseException) -> str:
     return str(cause if isinstance(cause, BaseException) else exc)
 
 
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=0)
+@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1, max_task_retries=0)
 class Supervisor:
     def __init__(self, config: Config, *, dry_run: bool = False, poll_s: float = POLL_S) -> None:
         configure_from_env()
@@ -95,6 +102,10 @@ class Supervisor:
         self._events_after = 0
         self._incident_sites: dict[str, str] = {}
         self.restarts: dict[str, int] = {}
+        self.pool_actors = config.inference.actors
+        self.started_with = config
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self._resume()
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -103,15 +114,21 @@ class Supervisor:
         with self.lock:
             if self.dep is not None:
                 raise RuntimeError("the deployment is already started")
-            self.dep = Deployment.build(self.config, dry_run=self.dry_run)
-            for site in self.config.sites:
-                for camera in site.cameras:
-                    self._add(site.id, camera)
-            # All created at once: the box's CPUs start them in parallel; no camera runs yet to disturb.
-            ray.get([c.stats.remote() for c in self.dep.cameras.values()], timeout=CAMERA_START_TIMEOUT_S)
-            self.metrics = Metrics()
-            self._poller = threading.Thread(target=self._poll_loop, name="supervisor-poll", daemon=True)
-            self._poller.start()
+            self._end_leftovers()
+            self.dep = Deployment.build(self.config, dry_run=self.dry_run, detached=True)
+            try:
+                for site in self.config.sites:
+                    for camera in site.cameras:
+                        self._add(site.id, camera)
+                # All created at once: the box's CPUs start them in parallel; no camera runs yet to disturb.
+                ray.get([c.stats.remote() for c in self.dep.cameras.values()], timeout=CAMERA_START_TIMEOUT_S)
+            except BaseException:
+                # Detached, its actors would outlive a start that failed: end them with it.
+                self._end_named(self.dep.deployment_id)
+                self.dep = None
+                raise
+            self._save()
+            self._start_polling()
         log.info("deployment_started", sites=len(self.config.sites), cameras=len(self.dep.cameras))
         started: dict[str, Any] = {"sites": len(self.config.sites), "cameras": len(self.dep.cameras)}
         if self.dep.api is not None:
@@ -152,6 +169,7 @@ class Supervisor:
             self._use(config, [camera.id])
             actor = self._add(site_id, camera)
             ray.get(actor.stats.remote(), timeout=CAMERA_START_TIMEOUT_S)
+            self._save()
         log.info("camera_added", site=site_id, camera=camera.id, cameras=len(dep.cameras))
         return {"camera": camera.id, "site": site_id}
 
@@ -162,6 +180,7 @@ class Supervisor:
             config = without_camera(self.config, camera_id)
             stats = self._remove(camera_id)
             self._use(config, [camera_id])
+            self._save()
         log.info("camera_removed", site=self.sites.get(camera_id), camera=camera_id, cameras=len(dep.cameras))
         return stats
 
@@ -175,6 +194,8 @@ class Supervisor:
             dep = self._deployment()
             self._request_gpus(actors)
             size: int = ray.get(dep.pool.resize.remote(actors))
+            self.pool_actors = size
+            self._save()
         log.info("pool_scaled", actors=size)
         return size
 
@@ -196,6 +217,8 @@ class Supervisor:
             if plan.pool_actors is not None:
                 self._request_gpus(plan.pool_actors)
                 ray.get(dep.pool.resize.remote(plan.pool_actors))
+                self.pool_actors = plan.pool_actors
+            self._save()
         summary = plan.summary()
         log.info("reload_applied", **{k: v for k, v in summary.items() if k != "unchanged"})
         return summary
@@ -221,6 +244,7 @@ class Supervisor:
             self._poller.join(timeout=CALL_TIMEOUT_S)
         with self.lock:
             dep = self._deployment()
+            self._save(running=False)  # a supervisor restarted from now on has nothing to adopt
             stats = dep.stop()
             for actor in dep.actors():
                 ray.kill(actor, no_restart=True)
@@ -231,6 +255,100 @@ class Supervisor:
         return stats
 
     # --- inside -----------------------------------------------------------------------------------
+
+    def _start_polling(self) -> None:
+        self.metrics = Metrics()
+        self._poller = threading.Thread(target=self._poll_loop, name="supervisor-poll", daemon=True)
+        self._poller.start()
+
+    def _record(self, running: bool) -> DeploymentRecord:
+        dep = self._deployment()
+        places = []
+        for site in self.config.sites:
+            for camera in site.cameras:
+                host = dep.host_of(camera.id)
+                if host is not None:
+                    places.append(CameraPlace(site.id, camera, host.name))
+        return DeploymentRecord(dep.deployment_id, running, self.pool_actors, dep.hosts_made, places)
+
+    def _save(self, *, running: bool = True) -> None:
+        """The deployment as it runs now, in the store: what a restarted supervisor adopts."""
+        from flux_secu.store import open_store
+
+        record = self._record(running).to_setting()
+        try:
+            store = open_store(self.config.store)  # its own: a SQLite connection stays in its thread
+            try:
+                store.put_setting(DEPLOYMENT_KEY, record)
+            finally:
+                store.close()
+        except Exception as exc:  # the deployment runs on; a restart would adopt the previous record
+            log.error("deployment_not_saved", error=repr(exc))
+
+    def _resume(self) -> None:
+        """Ray restarted this supervisor after a crash: adopt the deployment that still runs."""
+        from flux_secu.store import open_store
+
+        store = open_store(self.config.store)
+        try:
+            data = store.get_setting(DEPLOYMENT_KEY)
+        finally:
+            store.close()
+        if data is None or data.get("state") != "running":
+            log.warning("supervisor_restarted_without_deployment")
+            return
+        record = DeploymentRecord.from_setting(data)
+        self.config = restored_config(self.started_with, [(p.site, p.camera) for p in record.cameras])
+        started = time.monotonic()
+        try:
+            dep, lost = Deployment.adopt(self.config, record)
+        except (LookupError, ray.exceptions.RayError, TimeoutError) as exc:
+            # What every camera needs is gone for good: end what is left, and start the deployment anew.
+            log.error("supervisor_cannot_adopt", error=repr(exc))
+            self._end_named(record.deployment_id)
+            self.start()
+            return
+        self.dep = dep
+        self.sites = {p.camera.id: p.site for p in record.cameras}
+        # The cameras' own settings (with their secrets) from the hosts that run them, where they answered.
+        cameras = [(p.site, h.init.camera if (h := dep.cameras.get(p.camera.id)) and h.init else p.camera)
+                   for p in record.cameras]
+        self.config = dep.config = restored_config(self.started_with, cameras)
+        self.pool_actors = record.pool_actors
+        adopted = len(dep.cameras)
+        for place in lost:  # their host is gone: they start again on a new one
+            self.restarts[place.camera.id] = self.restarts.get(place.camera.id, 0) + 1
+            self._add(place.site, place.camera)
+        self._save()
+        self._start_polling()
+        log.warning("supervisor_resumed", deployment=record.deployment_id, adopted=adopted,
+                    restarted=len(lost), took_s=round(time.monotonic() - started, 3))
+
+    def _end_leftovers(self) -> None:
+        """The actors of a deployment that was never stopped (its supervisor ended without ``stop``, on
+        a cluster that kept running): a new deployment replaces it."""
+        from flux_secu.store import open_store
+
+        try:
+            store = open_store(self.config.store)
+            try:
+                data = store.get_setting(DEPLOYMENT_KEY)
+            finally:
+                store.close()
+        except Exception as exc:  # the store answers later: nothing to clean up that we could know of
+            log.warning("deployment_record_unreadable", error=repr(exc))
+            return
+        if data is not None and data.get("state") == "running":
+            log.warning("previous_deployment_ended", deployment=data.get("deployment_id"))
+            self._end_named(str(data.get("deployment_id")))
+
+    @staticmethod
+    def _end_named(deployment_id: str) -> None:
+        prefix = actor_name(deployment_id, "")
+        for name in ray.util.list_named_actors():
+            if isinstance(name, str) and name.startswith(prefix):
+                with contextlib.suppress(ValueError, ray.exceptions.RayError):
+                    ray.kill(ray.get_actor(name), no_restart=True)
 
     def _deployment(self) -> Deployment:
         if self.dep is None:
@@ -331,13 +449,16 @@ class Supervisor:
                 if not ray.wait([run], timeout=0)[0]:
                     continue
                 try:
-                    ray.get(run)
-                    continue  # ended on its own: the end of a file that does not loop
+                    if ray.get(run) is None:  # an adopted camera still running: wait on
+                        host = dep.cameras[camera_id].host
+                        dep.runs[camera_id] = host.wait_run.remote(camera_id, WAIT_RUN_S)
+                    continue  # else it ended on its own: the end of a file that does not loop
                 except ray.exceptions.RayError as exc:
                     self.restarts[camera_id] = self.restarts.get(camera_id, 0) + 1
                     log.warning("camera_restarted", site=self.sites.get(camera_id), camera=camera_id,
                                 error=type(exc).__name__, restarts=self.restarts[camera_id])
                     dep.runs[camera_id] = dep.cameras[camera_id].run.remote()
+            dep.end_closed_hosts()  # hosts emptied while a removed camera's reader was still blocked
         finally:
             self.lock.release()
 
@@ -348,6 +469,7 @@ class Supervisor:
                             max_batch=self.config.inference.max_batch)
         if self.metrics is not None:
             self.metrics.pool(sample.queued, sample.actors, sample.fill)
+            self.metrics.pool_faults(pool)
         if not autoscale or self.autoscaler is None:
             return
         if self._resizing is not None and not ray.wait([self._resizing], timeout=0)[0]:

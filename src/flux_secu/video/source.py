@@ -11,6 +11,7 @@ stream). FFmpeg's log stays off (PyAV's default): it could print a URL with its 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -341,3 +342,47 @@ class VideoSource:
         self._slots = deque(queued + [slot for slot in redo if not slot.hidden])
         for slot in redo:
             self._decode(slot)
+
+
+def check_video_file(path: str) -> int:
+    """Read a video file's packets (no decoding but the first pictures) and return how many it has;
+    :class:`SourceError` with the file and the reason when it is not a video or is cut short.
+
+    Demuxing a whole file takes milliseconds where decoding it takes seconds: a replay (``evaluate``)
+    checks its clip this way before starting anything, so a file that cannot be replayed ends the
+    command at once instead of being retried as a camera would be. A file cut mid-way has fewer
+    packets than its index declares (or no index at all, when it was written at the end).
+    """
+    try:
+        container = av.open(path)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise SourceError(f"{path}: not a video file that can be read ({str(reason).lower()})") from None
+    try:
+        if not container.streams.video:
+            raise SourceError(f"{path}: has no video stream")
+        stream: VideoStream = container.streams.video[0]
+        declared = stream.frames or 0
+        packets, pictures = 0, 0
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                packets += 1
+                if not pictures and packets <= 30:  # the first pictures: is the codec readable at all?
+                    with contextlib.suppress(av.InvalidDataError):
+                        pictures += len(stream.codec_context.decode(packet))
+        except (av.FFmpegError, OSError):
+            raise SourceError(f"{path}: damaged after {packets} frames") from None
+        if packets == 0:
+            raise SourceError(f"{path}: has no video frame")
+        if not pictures:
+            with contextlib.suppress(av.FFmpegError):
+                pictures = len(stream.codec_context.decode(None))
+            if not pictures:
+                raise SourceError(f"{path}: no picture can be decoded from its first frames")
+        if declared and packets < declared:
+            raise SourceError(f"{path}: truncated ({packets} of its {declared} frames are in the file)")
+        return packets
+    finally:
+        container.close()
