@@ -294,3 +294,41 @@ def test_a_signed_press_with_a_stale_clock_asks_the_manager_to_call_back(
         assert len(store.incidents()) == 1
     finally:
         ray.kill(host, no_restart=True)
+
+
+def test_a_restarted_ingress_refuses_a_replay_and_refused_presses_reach_the_audit_and_the_report(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The ingress's nonces live in memory; the store remembers which presses were carried out, so a
+    press replayed after an ingress restart is refused, not a second incident or a 202. Every refused
+    press is in the audit log and in the morning report."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from flux_secu.actors.panic import PanicIngress, panic_done, panic_recorder, refusal_recorder
+    from flux_secu.alerts.panic import press_payload, verifier_from_config
+
+    config = panic_config(tmp_path, receiver)
+    esc = escalation(config)
+    store = esc.store
+    night = datetime(2026, 11, 25, 23, 0, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+
+    def ingress() -> PanicIngress:  # a new process: a new verifier, nothing in memory
+        return PanicIngress(verifier_from_config(config), esc.panic, lambda: night, panic_recorder(store),
+                            panic_done(store), refusal_recorder(store, lambda: night))
+
+    press = press_payload("site-test", "btn-1", SECRET, int(night), "nonce-0001")
+    assert ingress().handle("site-test", press, "mqtt")[0] == 202
+    notified = len(receiver.posts)
+    assert notified == 2  # police and manager
+    assert ingress().handle("site-test", press, "mqtt") == (409, {"status": "rejected", "reason": "replayed"})
+    forged = press_payload("site-test", "btn-1", "not-the-secret-0000000000", int(night), "nonce-0002")
+    assert ingress().handle("site-test", forged, "http")[0] == 401
+    assert len(store.incidents()) == 1 and len(receiver.posts) == notified
+    refused = [r for r in store.audit_log() if r.action == "panic_refused"]
+    assert [(r.target, r.data["reason"], r.data["device"]) for r in refused] == [
+        ("site-test", "replayed", "btn-1"), ("site-test", "bad_signature", "btn-1")]
+    assert SECRET not in repr(refused)
+    report = esc.morning_report("2026-11-25")
+    assert report is not None and report["counts"]["panic_refused"] == 2
+    assert "refusés : 2" in report["body"] and "btn-1 refusé (bad_signature)" in report["body"]

@@ -56,6 +56,8 @@ from flux_secu.store import open_store
 log = structlog.get_logger("flux_secu.alerts")
 
 TICK_S = 0.5
+PANIC_REFUSED = "panic_refused"
+"""The audit action of a panic press the ingress refused (shown in the audit log and the morning report)."""
 
 
 def request_escalation(store: Any, escalation: Any, incident: Incident, reason: str) -> Any:
@@ -297,8 +299,11 @@ class Escalation:
             incidents = self.store.incidents()
             events = {s.incident.id: [e.kind for e in self.store.events(s.incident.id)] for s in incidents
                       if s.incident.site == self.site.id}
+            refused = [(r.ts, str(r.data.get("reason", "")), str(r.data.get("device") or ""))
+                       for r in self.store.audit_log()
+                       if r.action == PANIC_REFUSED and r.target == self.site.id]
             report = build_report(self.site.id, self.site.name, night, incidents, events, self.tz,
-                                  self.esc.report_at or dtime(7, 30))
+                                  self.esc.report_at or dtime(7, 30), refused)
             contact = self.esc.manager or self.esc.contacts[0]
             note = Notification(f"report-{night}", contact.name, list(contact.channels),
                                 report.title, report.body)

@@ -69,12 +69,18 @@ class PanicIngress:
 
     def __init__(self, verifier: PanicVerifier, dispatch: Dispatch,
                  clock: Callable[[], float] = time.time,
-                 record: Callable[[PanicPress], None] | None = None) -> None:
+                 record: Callable[[PanicPress], None] | None = None,
+                 accepted_before: Callable[[PanicPress], bool] | None = None,
+                 refused: Callable[[str, PanicRejected, str, str], None] | None = None) -> None:
         self.verifier = verifier
         self.dispatch = dispatch
         self.clock = clock
         self.record = record
         """Records the press as an intent in the store before it is handed over (None: not recorded)."""
+        self.accepted_before = accepted_before
+        """True for a press already carried out (the store remembers what a restarted ingress forgot)."""
+        self.refused = refused
+        """Records a refused press (site, refusal, channel, origin) where operators see it."""
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -86,8 +92,15 @@ class PanicIngress:
                 # A retained message is replayed by the broker to every new subscriber: never a fresh press.
                 raise PanicRejected(RejectReason.MALFORMED, "retained message")
             press = self.verifier.verify(site, raw, channel, self.clock())
+            if self.accepted_before is not None and self.accepted_before(press):
+                raise PanicRejected(RejectReason.REPLAYED, "press already carried out", press.device_id)
         except PanicRejected as exc:
             self._count(f"rejected_{exc.reason}")
+            if self.refused is not None and exc.press is None:
+                try:
+                    self.refused(site, exc, channel, origin)
+                except Exception as error:  # the store is down: the log above still has it
+                    log.error("panic_refusal_not_recorded", error=repr(error))
             # Never the payload: it holds the signature. The claimed device id is shown clipped.
             log.warning("panic_rejected", site=safe_text(site), channel=channel, reason=str(exc.reason),
                         detail=exc.detail, device=safe_text(exc.device) if exc.device else None,
@@ -137,6 +150,33 @@ def panic_recorder(store: Any) -> Callable[[PanicPress], None]:
     def record(press: PanicPress) -> None:
         store.add_intent(outbox.panic_key(panic_incident_id(press)), press.site, outbox.PANIC,
                          {"press": asdict(press)}, time.time())
+
+    return record
+
+
+def panic_done(store: Any) -> Callable[[PanicPress], bool]:
+    """Whether a press was carried out already: its intent is done (a replay after an ingress restart,
+    whose nonces in memory are gone). A press whose hand-over failed (pending) may be sent again."""
+    from flux_secu.actors.alerting import panic_incident_id
+
+    def done(press: PanicPress) -> bool:
+        intent = store.get_intent(outbox.panic_key(panic_incident_id(press)))
+        return intent is not None and intent.state == "done"
+
+    return done
+
+
+Refusal = Callable[[str, PanicRejected, str, str], None]
+
+
+def refusal_recorder(store: Any, clock: Callable[[], float]) -> Refusal:
+    """Refused presses go to the audit log (the web interface's audit view, the morning report)."""
+    from flux_secu.actors.alerting import PANIC_REFUSED
+
+    def record(site: str, exc: PanicRejected, channel: str, origin: str) -> None:
+        store.append_audit(clock(), "panic-ingress", PANIC_REFUSED, safe_text(site), {
+            "reason": str(exc.reason), "detail": exc.detail, "channel": channel, "origin": origin,
+            "device": safe_text(exc.device) if exc.device else None})
 
     return record
 
@@ -362,8 +402,10 @@ class PanicIngressActor:
         if missing:
             raise ValueError(f"no escalation actor for site(s) with panic devices: {', '.join(missing)}")
         self.settings = config.panic
+        store = open_store(config.store)
         self.ingress = PanicIngress(verifier_from_config(config), ray_dispatch(escalations),
-                                    clock or time.time, panic_recorder(open_store(config.store)))
+                                    clock or time.time, panic_recorder(store), panic_done(store),
+                                    refusal_recorder(store, clock or time.time))
         self.mqtt: MqttListener | None = None
         self.http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None

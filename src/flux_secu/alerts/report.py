@@ -29,6 +29,8 @@ class NightReport:
                 f"escaladées : {c['escalated']}, prises en charge : {c['acknowledged']}). "
                 f"Avertissements sonores : {c['warnings']}. "
                 f"Alertes agent : {c['panic']}. Pannes caméra : {c['camera_faults']}.")
+        if c.get("panic_refused"):
+            head += f" Appuis de bouton d'alerte refusés : {c['panic_refused']} (voir le journal d'audit)."
         return "\n".join([head, *self.lines]) if self.lines else head + "\nRien à signaler."
 
 
@@ -41,10 +43,12 @@ def night_window(night_of: date, tz: ZoneInfo, ends: time) -> tuple[float, float
 
 def build_report(
     site: str, site_name: str, night_of: date, incidents: list[StoredIncident], events: dict[str, list[str]],
-    tz: ZoneInfo, ends: time,
+    tz: ZoneInfo, ends: time, refused: list[tuple[float, str, str]] | None = None,
 ) -> NightReport:
-    """``events`` maps incident id -> the kinds of its events (warning, notification, acknowledged...)."""
+    """``events`` maps incident id -> the kinds of its events (warning, notification, acknowledged...);
+    ``refused``: the panic presses the ingress refused, as (time, reason, device)."""
     start, end = night_window(night_of, tz, ends)
+    refused_tonight = sorted(r for r in refused or [] if start <= r[0] < end)
     mine = [s for s in incidents if s.incident.site == site and start <= s.incident.opened_at < end]
     states = Counter(str(s.state) for s in mine if s.incident.kind == IncidentKind.INTRUSION)
     kinds = Counter(str(s.incident.kind) for s in mine)
@@ -56,10 +60,12 @@ def build_report(
         "warnings": sum(events.get(s.incident.id, []).count("warning") for s in mine),
         "panic": kinds[str(IncidentKind.PANIC)],
         "camera_faults": kinds[str(IncidentKind.CAMERA_FAULT)],
+        "panic_refused": len(refused_tonight),
     }
     lines = [
         f"- {datetime.fromtimestamp(s.incident.opened_at, tz):%H:%M:%S} {s.incident.kind} "
         f"caméra {s.incident.camera} : {s.state}"
         for s in sorted(mine, key=lambda s: s.incident.opened_at)
-    ]
+    ] + [f"- {datetime.fromtimestamp(ts, tz):%H:%M:%S} bouton d'alerte {device or '?'} refusé ({reason})"
+         for ts, reason, device in refused_tonight]
     return NightReport(site_name, night_of, counts, lines)
