@@ -21,8 +21,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_run_detects_warns_and_notifies_then_stops_after_for(config_file: Path) -> None:
-    # 2026-11-25 is a Wednesday: the fixture's site is open until 18:00 local. Close it for this run.
-    config_file.write_text(config_file.read_text().replace("opening_hours: {mon", "opening_hours: {sun"))
+    # A live run is on the wall clock: the fixture's site opens on Mondays, Tuesdays and Wednesdays
+    # (then nothing is an intrusion: the camera rests). Closed all week for this run, whenever it runs.
+    text = config_file.read_text()
+    start = text.index("    opening_hours: ")
+    end = text.index("\n", start)
+    config_file.write_text(text[:start] + "    opening_hours: {}" + text[end:])
     started = time.monotonic()
     result = subprocess.run(
         [str(FLUX_SECU), "run", str(config_file), "--for", "22", "--json-logs"],
