@@ -325,6 +325,13 @@ def test_a_restarted_ingress_refuses_a_replay_and_refused_presses_reach_the_audi
     forged = press_payload("site-test", "btn-1", "not-the-secret-0000000000", int(night), "nonce-0002")
     assert ingress().handle("site-test", forged, "http")[0] == 401
     assert len(store.incidents()) == 1 and len(receiver.posts) == notified
+    # The button rebooted and its nonce counter started again: the same nonce a minute later is a new
+    # press (its own incident, everybody told), not the old incident where nobody would be.
+    night += 60
+    rebooted = press_payload("site-test", "btn-1", SECRET, int(night), "nonce-0001")
+    status, answer = ingress().handle("site-test", rebooted, "mqtt")
+    assert status == 202 and len(store.incidents()) == 2 and len(receiver.posts) == 2 * notified
+    assert answer["incident"] != store.incidents()[0].incident.id
     refused = [r for r in store.audit_log() if r.action == "panic_refused"]
     assert [(r.target, r.data["reason"], r.data["device"]) for r in refused] == [
         ("site-test", "replayed", "btn-1"), ("site-test", "bad_signature", "btn-1")]
