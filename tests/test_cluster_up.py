@@ -45,6 +45,13 @@ def test_cluster_configs_follow_rays_schema() -> None:
     assert "flux_secu_cameras" in workers and "flux_secu_cameras" not in " ".join(
         onprem["head_start_ray_commands"])  # cameras only where the GPUs are
     aws = yaml.safe_load((ROOT / "cluster" / "aws-gpu.yaml").read_text())
+    # Every Ray process of a cluster gets the memory settings `flux-secu run` sets on one machine.
+    from flux_secu.actors.graph import MEMORY_ENV
+
+    for config in (onprem, aws):
+        starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
+                  for c in config[key] if "ray start" in c]
+        assert starts and all(f"{k}={v} " in c for c in starts for k, v in MEMORY_ENV.items()), starts
     types = aws["available_node_types"]
     assert {"cpu_worker", "gpu_worker"} <= types.keys()
     assert "flux_secu_cameras" in types["gpu_worker"]["resources"]
