@@ -4,8 +4,6 @@ once the hung reader has ended (real Ray, real camera host, real MJPEG over a so
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 
 from .camera_helpers import MjpegServer, jpeg_frames
 from .conftest import LOWLIGHT_CLIP, build_config
+from .waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +19,6 @@ pytestmark = pytest.mark.slow
 READ_TIMEOUT_S = 30.0
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def test_removing_a_camera_whose_source_hangs_does_not_wait_for_its_read(

@@ -8,7 +8,6 @@ logged (URL redacted) and retried, and nothing else is disturbed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,12 @@ from flux_secu.store.base import StoredEvent
 from .camera_helpers import GarbageServer, RtspServer, rtsp_server
 from .conftest import build_config
 from .test_pool import teardown
+from .waiting import wait_for
 
 __all__ = ["rtsp_server"]  # the fixture
 pytestmark = pytest.mark.slow
 
 
-def _wait_for(what: str, probe: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
@@ -67,19 +59,19 @@ def test_rtsp_loss_restore_and_a_garbage_camera(tmp_path: Path, rtsp_server: Rts
 
     try:
         live, bad = dep.add_camera(site, live_cfg), dep.add_camera(site, bad_cfg)
-        _wait_for("frames from the RTSP camera", lambda: ray.get(live.stats.remote())["frames_read"] > 20, 30)
+        wait_for("frames from the RTSP camera", lambda: ray.get(live.stats.remote())["frames_read"] > 20, 30)
 
         rtsp_server.kill()
         killed = time.time()
-        (loss,) = _wait_for("video_loss", lambda: fault_events("cam-rtsp", "video_loss"), 10)
+        (loss,) = wait_for("video_loss", lambda: fault_events("cam-rtsp", "video_loss"), 10)
         assert loss.ts - killed <= 6.0, loss
         assert ray.get(live.stats.remote())["link"] == "lost"
 
         rtsp_server.start()  # the same port, as a camera that rebooted
         read_before = ray.get(live.stats.remote())["frames_read"]
-        (restored,) = _wait_for("video_restored", lambda: fault_events("cam-rtsp", "video_restored"), 30)
+        (restored,) = wait_for("video_restored", lambda: fault_events("cam-rtsp", "video_restored"), 30)
         assert restored.ts > loss.ts
-        _wait_for("frames again", lambda: ray.get(live.stats.remote())["frames_read"] > read_before + 10, 10)
+        wait_for("frames again", lambda: ray.get(live.stats.remote())["frames_read"] > read_before + 10, 10)
         faults = [s for s in store.incidents() if s.incident.camera == "cam-rtsp"]
         assert [(s.incident.kind, s.incident.label, s.state) for s in faults] == [
             (IncidentKind.CAMERA_FAULT, "video_loss", IncidentState.CLOSED)]
@@ -91,7 +83,7 @@ def test_rtsp_loss_restore_and_a_garbage_camera(tmp_path: Path, rtsp_server: Rts
         assert garbage.connections >= 3
         assert fault_events("cam-garbage", "video_loss")  # it never sent a frame
         # Nothing else was disturbed: the live camera's frames were analysed, the rules answer.
-        _wait_for("analysed frames", lambda: ray.get(live.stats.remote())["frames_done"] > 0, 10)
+        wait_for("analysed frames", lambda: ray.get(live.stats.remote())["frames_done"] > 0, 10)
         assert ray.get(dep.rules.stats.remote())["frames"] > 0
         assert not any(s.incident.kind == IncidentKind.INTRUSION and s.incident.camera == "cam-garbage"
                        for s in store.incidents())

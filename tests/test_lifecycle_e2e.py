@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,13 @@ from flux_secu.store.base import Store, StoredEvent
 from .camera_helpers import RtspServer, rtsp_server
 from .conftest import LOWLIGHT_CLIP, ONE_BY_ONE_CLIP, build_config
 from .test_pool import teardown
+from .waiting import wait_for
 
 __all__ = ["rtsp_server"]  # the fixture
 pytestmark = pytest.mark.slow
 NIGHT = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)  # 23:00 in Paris: the test site is closed
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def intrusions(store: Store, camera: str | None = None) -> list[Any]:
@@ -66,6 +58,14 @@ def replay(dep: Any, config: Config, camera: int, clip: Path, start: datetime) -
     stats: dict[str, Any] = ray.get(dep.runs[cam.id], timeout=240)
     ray.get(dep.rules.flush.remote(), timeout=60)
     return stats
+
+
+def warned_live(dep: Any, config: Config, store: Store, camera: int = 0) -> Any:
+    """Start the site's camera live (its file paced like a camera) and wait for its warned intrusion."""
+    dep.add_camera(config.sites[0].id, config.sites[0].cameras[camera])
+    warned = wait_for("a warned intrusion", lambda: [
+        s for s in intrusions(store) if events(store, s.incident.id, "warning")], 60)
+    return warned[0].incident
 
 
 def covered_clip(out: Path, cover_at_s: float) -> Path:
@@ -153,10 +153,7 @@ def test_the_incidents_camera_removed_during_the_recheck_window_is_still_recheck
     dep = Deployment.build(config, dry_run=True)
     store = open_store(config.store)
     try:
-        dep.add_camera(config.sites[0].id, config.sites[0].cameras[0])  # live, paced like a camera
-        warned = wait_for("a warned intrusion", lambda: [
-            s for s in intrusions(store) if events(store, s.incident.id, "warning")], 60)
-        inc = warned[0].incident
+        inc = warned_live(dep, config, store)
         dep.remove_camera("cam-test")
         ray.get(dep.rules.use_cameras.remote(without_camera(config, "cam-test"), ["cam-test"]))
         # No frame arrives any more; the clock alone brings the recheck, which cannot see through a
@@ -214,10 +211,7 @@ def test_an_acknowledgement_during_the_recheck_window_stays(tmp_path: Path, ray_
     dep = Deployment.build(config, dry_run=True)
     store = open_store(config.store)
     try:
-        dep.add_camera(config.sites[0].id, config.sites[0].cameras[0])  # live: the person stays ~12 s
-        warned = wait_for("a warned intrusion", lambda: [
-            s for s in intrusions(store) if events(store, s.incident.id, "warning")], 60)
-        inc = warned[0].incident
+        inc = warned_live(dep, config, store)  # the person stays ~12 s
         escalation = dep.escalations[config.sites[0].id]
         assert ray.get(escalation.acknowledge.remote(inc.id, "Marc", "api"))
         # The recheck still looks (the person is still there) but cannot escalate an acknowledged
@@ -245,10 +239,7 @@ def test_the_recheck_survives_a_crash_of_the_rules_actor(tmp_path: Path, ray_ses
     dep = Deployment.build(config, dry_run=True)
     store = open_store(config.store)
     try:
-        dep.add_camera(config.sites[0].id, config.sites[0].cameras[0])  # live: the person stays ~12 s
-        warned = wait_for("a warned intrusion", lambda: [
-            s for s in intrusions(store) if events(store, s.incident.id, "warning")], 60)
-        inc = warned[0].incident
+        inc = warned_live(dep, config, store)  # the person stays ~12 s
         ray.kill(dep.rules, no_restart=False)
         (recheck,) = wait_for("the recheck", lambda: events(store, inc.id, "recheck"), 40)
         assert recheck.data["still_there"] is True  # the person was seen again by the new process

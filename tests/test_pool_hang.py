@@ -7,8 +7,6 @@ here is timed: every wait is for a condition (a hung call failed, frames analyse
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from flux_secu.store import SQLiteStore
 
 from .conftest import MODEL, build_config
 from .hanging_model import HangingWorker, hang
+from .waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +27,6 @@ CAMERAS = ["cam-0", "cam-1", "cam-2"]
 STALLED_AFTER_S = 12.0
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def stalled(store: SQLiteStore) -> dict[str, list[str]]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,13 @@ from flux_secu.store import SQLiteStore
 
 from .conftest import FLUX_SECU, LOWLIGHT_CLIP, site_yaml
 from .test_supervisor_e2e import small_clip
+from .waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 CAMERAS = ["cam-0", "cam-1", "cam-2", "cam-3"]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def flux(address: str, *args: str) -> subprocess.CompletedProcess[str]:
