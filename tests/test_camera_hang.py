@@ -16,7 +16,7 @@ from .waiting import wait_for
 pytestmark = pytest.mark.slow
 
 # The hung read ends at the read timeout (video_loss_after_s): far longer than the removal waits.
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 10.0
 
 
 

@@ -226,26 +226,3 @@ def test_an_acknowledgement_during_the_recheck_window_stays(tmp_path: Path, ray_
     finally:
         store.close()
         teardown(dep)
-
-
-def test_the_recheck_survives_a_crash_of_the_rules_actor(tmp_path: Path, ray_session: None) -> None:
-    """The rules actor is killed after the warning (Ray restarts it): the incident is taken back from
-    the store and its recheck happens on time, once."""
-    import ray
-
-    from flux_secu.actors.graph import Deployment
-
-    config = build_config(tmp_path, lambda d: d["rules"].update(recheck_after_s=6))
-    dep = Deployment.build(config, dry_run=True)
-    store = open_store(config.store)
-    try:
-        inc = warned_live(dep, config, store)  # the person stays ~12 s
-        ray.kill(dep.rules, no_restart=False)
-        (recheck,) = wait_for("the recheck", lambda: events(store, inc.id, "recheck"), 40)
-        assert recheck.data["still_there"] is True  # the person was seen again by the new process
-        wait_for("escalated", lambda: events(store, inc.id, "escalated"), 20)
-        assert state(store, inc.id) is IncidentState.ESCALATED
-        assert len(intrusions(store)) == 1  # the presence went on as the same incident
-    finally:
-        store.close()
-        teardown(dep)
