@@ -135,8 +135,10 @@ def assert_kept_running(
         assert {k: a[k] - b[k] for k in MISSES} == dict.fromkeys(MISSES, 0), (cid, b, a)
         sampled = a["frames_sampled"] - b["frames_sampled"]
         assert sampled >= DETECT_FPS * seconds - 2, (cid, sampled, seconds)
-        # Every sampled frame went to the detector, and all but those still in flight came back.
-        assert a["frames_sampled"] == a["frames_sent"]
+        # Every sampled frame went to the detector, and all but those still in flight came back. The
+        # counters are read while the reader runs: it counts a frame sampled before it letterboxes and
+        # sends it, so one frame may be between the two.
+        assert a["frames_sent"] <= a["frames_sampled"] <= a["frames_sent"] + 1, (cid, a)
         assert a["frames_done"] + a["in_flight"] == a["frames_sent"]
 
 
