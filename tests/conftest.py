@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,20 @@ FLUX_SECU = ROOT / ".venv" / "bin" / "flux-secu"
 def pytest_configure(config: pytest.Config) -> None:
     if not MODEL.is_file():
         raise pytest.UsageError(f"shared assets not found at {ASSETS} (../shared beside the repository)")
+    _ensure_ray_token()
+
+
+def _ensure_ray_token() -> None:
+    """Token auth needs a token before the first Ray starts. ``ray.init`` makes one, but a cluster
+    started node by node (``ray.cluster_utils.Cluster``) does not: on a fresh machine whose first Ray of
+    the run is such a cluster, its GCS would exit at once."""
+    if os.environ.get("RAY_AUTH_MODE") != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    if Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).is_file():
+        return
+    ray_cli = Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], check=True, capture_output=True,
+                   timeout=120)
 
 
 def site_yaml(*, opening_hours: str = "{}", camera_source: Path = LOWLIGHT_CLIP, var_dir: str = "var",

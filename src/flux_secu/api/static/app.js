@@ -79,8 +79,10 @@ async function start() {
   route();
 }
 
+let routed = null;  // the location last shown: a fragment navigation fires popstate *and* hashchange
 function route() {
   if (!me) return;
+  routed = location.pathname + location.hash;
   stopTimers();
   const detail = location.pathname.match(/^\/incidents\/(.+)$/);
   const view = detail ? "incidents" : (location.hash.slice(1) || "cameras");
@@ -89,11 +91,14 @@ function route() {
   if (detail) return showIncident(decodeURIComponent(detail[1]));
   ({ cameras: showCameras, incidents: showIncidents, sites: showSites, report: showReport }[view] || showCameras)();
 }
+// Each event alone would render the view again, and two renders of an async view race each other (the
+// second replaces what the user already typed in the first).
+function navigated() { if (location.pathname + location.hash !== routed) route(); }
 window.addEventListener("hashchange", () => {
   if (location.pathname !== "/") history.replaceState(null, "", "/" + location.hash);
-  route();
+  navigated();
 });
-window.addEventListener("popstate", route);
+window.addEventListener("popstate", navigated);
 function go(path) { history.pushState(null, "", path); route(); }
 
 async function updateBadge() {
